@@ -1,0 +1,6 @@
+import sys
+
+from hsr_diffusers.cli import main
+
+
+sys.exit(main())

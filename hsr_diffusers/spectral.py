@@ -1,0 +1,337 @@
+"""Spectral core: band sets, camera response functions, RGB rendering, sRGB previews and the RGB-consistent projection.
+
+Conventions used across the package:
+
+- A cube is channel-last `(H, W, bands)` (or `(N, H, W, bands)`) in numpy and channel-first `(N, bands, H, W)` in torch,
+  with values in the units of the data (reflectance in [0, 1] for CAVE, normalised radiance for ARAD-HS).
+- A response function is a `(bands, 3)` array whose columns (R, G, B) each sum to 255 over the cube's bands: the gain of the
+  NTIRE 2020 challenge, which white-balances every camera for an equal-energy illuminant. Linear RGB is then
+  `cube @ response / 256`, so a perfect white reflector renders to 255/256 in every channel, and the NTIRE 2020 clean
+  track stores `floor(clip(cube @ response / 256, 0, 1) * 255)` as an 8-bit PNG.
+"""
+
+import io
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+WAVELENGTHS: tuple[int, ...] = tuple(range(400, 701, 10))
+"""The default band set: 400, 410, ..., 700 nm (31 bands), as in NTIRE 2020/2022, CAVE and ICVL."""
+
+DEFAULT_RESPONSE = "cie1964_ntire2020"
+RESPONSE_SUM = 255.0
+RGB_SCALE = 256.0
+RENDER_MODES = ("ntire2020_clean", "linear", "real_world")
+
+
+@lru_cache(maxsize=1)
+def _camspec_table() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Jiang et al. 2013 camera sensitivities as {camera name: (wavelengths, (33, 3) curves)}."""
+    text = resources.files("hsr_diffusers").joinpath("resources/camspec_jiang2013.csv").read_text()
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    wavelengths = np.array([float(value) for value in lines[0].split(",")[2:]])
+    curves: dict[str, list[np.ndarray]] = {}
+    for line in lines[1:]:
+        name, _channel, *values = line.split(",")
+        curves.setdefault(name, []).append(np.array(values, dtype=np.float64))
+    return {name: (wavelengths, np.stack(rows, axis=1)) for name, rows in curves.items()}
+
+
+def _camera_key(name: str) -> str:
+    return name.lower().replace(" ", "_").replace("-", "_")
+
+
+def _native_response(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The named response at its native sampling, as (wavelengths, (n, 3) curves)."""
+    key = _camera_key(name)
+    if key == "cie1964_ntire2020":
+        import colour
+
+        cmfs = colour.MSDS_CMFS["CIE 1964 10 Degree Standard Observer"]
+        return np.asarray(cmfs.wavelengths, dtype=np.float64), np.asarray(cmfs.values, dtype=np.float64)
+    if key == "ntire2022_camera":
+        path = resources.files("hsr_diffusers").joinpath("resources/ntire2022_camera.csv")
+        table = np.loadtxt(io.StringIO(path.read_text()), delimiter=",", comments="#", skiprows=3)
+        return table[:, 0], table[:, 1:4]
+    cameras = {_camera_key(camera): camera for camera in _camspec_table()}
+    if key in cameras:
+        return _camspec_table()[cameras[key]]
+    raise ValueError(f"Unknown response function {name!r}. Known names: {', '.join(list_responses())}.")
+
+
+def _is_numeric_row(line: str) -> bool:
+    try:
+        [float(value) for value in line.split(",")]
+    except ValueError:
+        return False
+    return True
+
+
+def list_responses() -> list[str]:
+    """Names accepted by [`load_response`]: the NTIRE curves and every camera of the Jiang et al. 2013 database."""
+    return ["cie1964_ntire2020", "canon_40d", "ntire2022_camera"] + [_camera_key(c) for c in _camspec_table()]
+
+
+def normalize_response(response: np.ndarray) -> np.ndarray:
+    """Scales each column of a `(bands, 3)` response so that it sums to 255 (the NTIRE 2020 gain)."""
+    response = np.asarray(response, dtype=np.float64)
+    sums = response.sum(axis=0)
+    if response.ndim != 2 or response.shape[1] != 3:
+        raise ValueError(f"A response function must have shape (bands, 3), got {response.shape}.")
+    if not np.all(np.isfinite(response)) or np.any(sums <= 0):
+        raise ValueError("A response function must be finite with a positive sum in every channel.")
+    return response / sums * RESPONSE_SUM
+
+
+def load_response(
+    name_or_array: str | Path | np.ndarray | list, wavelengths: list[float] | tuple[float, ...] | None = None
+) -> np.ndarray:
+    r"""
+    Loads a camera response function sampled at `wavelengths`, normalised so that each column sums to 255.
+
+    Args:
+        name_or_array (`str`, `Path` or `np.ndarray`):
+            A name from [`list_responses`] (`"cie1964_ntire2020"`: the CIE 1964 10° colour-matching functions with the
+            NTIRE 2020 gain, built from colour-science; `"canon_40d"` and the other cameras of Jiang et al. 2013;
+            `"ntire2022_camera"`: the NTIRE 2022 camera with its analog gain), a path to a CSV file, or an array.
+            A CSV holds either 3 columns (one row per band of `wavelengths`) or 4 columns `wavelength, R, G, B`, which
+            are interpolated onto `wavelengths`. Lines starting with `#` and a header line are ignored.
+        wavelengths (`list[float]`, *optional*, defaults to [`WAVELENGTHS`]):
+            Band centres in nm. Named curves are linearly interpolated onto them.
+
+    Returns:
+        `np.ndarray`: float64 array of shape `(len(wavelengths), 3)`, columns R, G, B.
+    """
+    wavelengths = np.asarray(WAVELENGTHS if wavelengths is None else wavelengths, dtype=np.float64)
+    if isinstance(name_or_array, (np.ndarray, list, tuple, torch.Tensor)):
+        table = np.asarray(name_or_array, dtype=np.float64)
+        native = None
+    elif isinstance(name_or_array, Path) or str(name_or_array).lower().endswith(".csv"):
+        path = Path(name_or_array)
+        if not path.is_file():
+            raise FileNotFoundError(f"Response CSV not found: {path}")
+        lines = [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        if lines and not _is_numeric_row(lines[0]):
+            lines = lines[1:]  # a header such as "wavelength,R,G,B"
+        table = np.loadtxt(io.StringIO("\n".join(lines)), delimiter=",", ndmin=2)
+        native = None
+    else:
+        native, table = _native_response(str(name_or_array))
+
+    if native is None and table.ndim == 2 and table.shape[1] == 4:
+        native, table = table[:, 0], table[:, 1:]
+    if native is not None:
+        if wavelengths.min() < native.min() or wavelengths.max() > native.max():
+            raise ValueError(
+                f"Response {name_or_array!r} covers {native.min():g}-{native.max():g} nm, "
+                f"which does not include the requested {wavelengths.min():g}-{wavelengths.max():g} nm."
+            )
+        table = np.stack([np.interp(wavelengths, native, table[:, c]) for c in range(3)], axis=1)
+    elif table.shape != (len(wavelengths), 3):
+        raise ValueError(
+            f"A response array must have shape (bands, 3) = ({len(wavelengths)}, 3) for {len(wavelengths)} bands, "
+            f"got {table.shape}."
+        )
+    return normalize_response(table)
+
+
+def rendering_matrix(
+    response: str | np.ndarray | list = DEFAULT_RESPONSE, wavelengths: list[float] | tuple[float, ...] | None = None
+) -> np.ndarray:
+    """The `(bands, 3)` matrix `A` with linear RGB `= cube @ A` (the response divided by 256)."""
+    return load_response(response, wavelengths) / RGB_SCALE
+
+
+def _check_cube(cube: np.ndarray, num_bands: int) -> np.ndarray:
+    cube = np.asarray(cube)
+    if cube.ndim < 2 or cube.shape[-1] != num_bands:
+        raise ValueError(f"Expected a channel-last cube with {num_bands} bands, got shape {cube.shape}.")
+    if not np.all(np.isfinite(cube)):
+        raise ValueError("The cube contains NaN or Inf values.")
+    return cube
+
+
+def render_rgb(
+    cube: np.ndarray,
+    response: str | np.ndarray | list = DEFAULT_RESPONSE,
+    mode: str = "ntire2020_clean",
+    wavelengths: list[float] | tuple[float, ...] | None = None,
+    seed: int | None = None,
+    shot_noise: float = 1e-3,
+    read_noise: float = 2e-3,
+    jpeg_quality: int = 90,
+) -> np.ndarray:
+    r"""
+    Renders a channel-last cube to RGB through a camera response.
+
+    Args:
+        cube (`np.ndarray`):
+            `(H, W, bands)` or `(N, H, W, bands)` cube ("real_world" needs `(H, W, bands)`).
+        response (`str` or `np.ndarray`, *optional*, defaults to `"cie1964_ntire2020"`):
+            Anything [`load_response`] accepts.
+        mode (`str`, *optional*, defaults to `"ntire2020_clean"`):
+            - `"ntire2020_clean"`: the NTIRE 2020 clean track, bit-exact: `uint8(floor(clip(cube @ response / 256, 0, 1)
+              * 255))`.
+            - `"linear"`: float32 `cube @ response / 256`, neither clipped nor quantised.
+            - `"real_world"`: a simulated raw capture, in the spirit of the NTIRE 2020 real-world track: the linear RGB is
+              sampled on an RGGB Bayer mosaic, gets signal-dependent shot noise (variance `shot_noise * signal`) and
+              Gaussian read noise (standard deviation `read_noise`), is clipped to [0, 1], demosaiced bilinearly and
+              saved as an 8-bit JPEG of quality `jpeg_quality`; returns the decoded `uint8` image. Seeded by `seed`.
+        wavelengths (`list[float]`, *optional*):
+            Band centres of the cube, defaults to [`WAVELENGTHS`] (or must match the band count).
+        seed (`int`, *optional*):
+            Seed of the noise in `"real_world"` mode.
+
+    Returns:
+        `np.ndarray`: `uint8` (`"ntire2020_clean"`, `"real_world"`) or float32 (`"linear"`) with a last axis of 3.
+    """
+    if mode not in RENDER_MODES:
+        raise ValueError(f"Unknown render mode {mode!r}; choose one of {RENDER_MODES}.")
+    matrix = rendering_matrix(response, wavelengths)
+    cube = _check_cube(cube, matrix.shape[0])
+    linear = cube.astype(np.float64) @ matrix
+    if mode == "linear":
+        return linear.astype(np.float32)
+    if mode == "ntire2020_clean":
+        # Truncation, not rounding: the challenge code casts with `.astype(np.uint8)`.
+        return (np.clip(linear, 0.0, 1.0) * 255).astype(np.uint8)
+    return _simulate_capture(linear, seed, shot_noise, read_noise, jpeg_quality)
+
+
+def _simulate_capture(linear: np.ndarray, seed, shot_noise: float, read_noise: float, jpeg_quality: int) -> np.ndarray:
+    from PIL import Image
+    from scipy.ndimage import convolve
+
+    if linear.ndim != 3:
+        raise ValueError(f"'real_world' rendering takes one (H, W, bands) cube, got an RGB of shape {linear.shape}.")
+    rng = np.random.default_rng(seed)
+    height, width, _ = linear.shape
+    # RGGB Bayer pattern: one colour sample per photosite.
+    masks = np.zeros((height, width, 3), dtype=bool)
+    masks[0::2, 0::2, 0] = True
+    masks[0::2, 1::2, 1] = True
+    masks[1::2, 0::2, 1] = True
+    masks[1::2, 1::2, 2] = True
+    raw = (linear * masks).sum(axis=-1)
+    raw = raw + rng.normal(size=raw.shape) * np.sqrt(shot_noise * np.clip(raw, 0, None) + read_noise**2)
+    raw = np.clip(raw, 0.0, 1.0)
+    # Bilinear demosaicing: normalised convolution of each colour plane's samples.
+    kernel = np.array([[0.25, 0.5, 0.25], [0.5, 1.0, 0.5], [0.25, 0.5, 0.25]])
+    planes = []
+    for channel in range(3):
+        mask = masks[..., channel].astype(np.float64)
+        weights = convolve(mask, kernel, mode="mirror")
+        planes.append(convolve(raw * mask, kernel, mode="mirror") / weights)
+    rgb8 = (np.clip(np.stack(planes, axis=-1), 0, 1) * 255 + 0.5).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb8).save(buffer, format="JPEG", quality=jpeg_quality)
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+
+
+def srgb_preview(
+    cube: np.ndarray | torch.Tensor,
+    wavelengths: list[float] | tuple[float, ...] | None = None,
+    illuminant: str = "D65",
+    exposure: float = 1.0,
+) -> np.ndarray:
+    r"""
+    Displays a reflectance cube as an sRGB image: cube x illuminant -> CIE 1931 XYZ -> sRGB with its gamma.
+
+    Args:
+        cube (`np.ndarray` or `torch.Tensor`):
+            Channel-last `(H, W, bands)` / `(N, H, W, bands)` numpy array, or channel-first `(N, bands, H, W)` tensor.
+        wavelengths (`list[float]`, *optional*, defaults to [`WAVELENGTHS`]):
+            Band centres of the cube in nm.
+        illuminant (`str`, *optional*, defaults to `"D65"`):
+            A colour-science illuminant name (`"D65"`, `"D50"`, `"A"`, `"E"`, ...). The white point of the XYZ -> sRGB step
+            stays D65, so other illuminants show their colour cast.
+        exposure (`float`, *optional*, defaults to 1.0):
+            Scale applied to luminance before encoding (a perfect white reflector has Y = 1).
+
+    Returns:
+        `np.ndarray`: `uint8` channel-last sRGB image(s).
+    """
+    import colour
+
+    if isinstance(cube, torch.Tensor):
+        cube = cube.detach().float().cpu().movedim(1, -1).numpy()
+    wavelengths = np.asarray(WAVELENGTHS if wavelengths is None else wavelengths, dtype=np.float64)
+    cube = _check_cube(cube, len(wavelengths))
+    cmfs = colour.MSDS_CMFS["CIE 1931 2 Degree Standard Observer"]
+    if illuminant not in colour.SDS_ILLUMINANTS:
+        raise ValueError(f"Unknown illuminant {illuminant!r}; try 'D65', 'D50', 'A' or 'E'.")
+    sd = colour.SDS_ILLUMINANTS[illuminant]
+    cmf = np.stack([np.interp(wavelengths, cmfs.wavelengths, cmfs.values[:, c]) for c in range(3)], axis=1)
+    power = np.interp(wavelengths, sd.wavelengths, sd.values)
+    weights = cmf * power[:, None]
+    weights /= weights[:, 1].sum()  # Y of a perfect white reflector is 1.
+    xyz = cube.astype(np.float64) @ weights * exposure
+    d65 = colour.CCS_ILLUMINANTS["CIE 1931 2 Degree Standard Observer"]["D65"]
+    srgb = colour.XYZ_to_sRGB(xyz, illuminant=d65, apply_cctf_encoding=True)
+    return (np.clip(np.nan_to_num(srgb), 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+
+
+def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
+    """Removes the sRGB transfer function (IEC 61966-2-1) from values in [0, 1]."""
+    rgb = np.asarray(rgb, dtype=np.float64)
+    return np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+
+
+def rgb_consistent_projection(
+    cube: np.ndarray | torch.Tensor,
+    rgb: np.ndarray | torch.Tensor,
+    response: str | np.ndarray | list = DEFAULT_RESPONSE,
+    wavelengths: list[float] | tuple[float, ...] | None = None,
+    saturation_level: float | None = 254.5 / 255,
+) -> np.ndarray | torch.Tensor:
+    r"""
+    Corrects a cube, pixel by pixel, so that it renders exactly to `rgb` (linear, before quantisation).
+
+    With `A` the `(bands, 3)` rendering matrix, every pixel spectrum `s` is replaced by the closest spectrum (in the
+    Euclidean sense) that renders to `rgb`: `s + A (AᵀA)⁻¹ (rgb - Aᵀs)`. The part of `s` that the camera cannot see
+    (the null space of `Aᵀ`) is kept; the part it sees is taken from `rgb`. Pixels with a channel at or above
+    `saturation_level` are left unchanged, because their true RGB is unknown after clipping.
+
+    Args:
+        cube (`np.ndarray` or `torch.Tensor`):
+            Channel-last numpy `(..., H, W, bands)` or channel-first torch `(N, bands, H, W)`.
+        rgb (`np.ndarray` or `torch.Tensor`):
+            Linear RGB in [0, 1] with the same layout and 3 channels (numpy `uint8` is divided by 255).
+        response (`str` or `np.ndarray`, *optional*, defaults to `"cie1964_ntire2020"`):
+            Anything [`load_response`] accepts.
+        wavelengths (`list[float]`, *optional*):
+            Band centres of the cube.
+        saturation_level (`float`, *optional*, defaults to 254.5/255):
+            Pixels with any RGB channel at or above this value are not corrected; `None` corrects every pixel.
+
+    Returns:
+        The corrected cube, with the type and layout of `cube`.
+    """
+    matrix = rendering_matrix(response, wavelengths)
+    # Least-norm correction operator: a (3, bands) pseudo-inverse of the rendering.
+    pinv = np.linalg.solve(matrix.T @ matrix, matrix.T)
+    if isinstance(cube, torch.Tensor):
+        rgb = torch.as_tensor(rgb, device=cube.device)
+        a = torch.as_tensor(matrix, dtype=torch.float32, device=cube.device)
+        p = torch.as_tensor(pinv, dtype=torch.float32, device=cube.device)
+        cube32 = cube.float()
+        residual = rgb.float() - torch.einsum("nchw,cr->nrhw", cube32, a)  # [N, 3, H, W]
+        correction = torch.einsum("nrhw,rc->nchw", residual, p)  # [N, bands, H, W]
+        if saturation_level is not None:
+            unsaturated = (rgb < saturation_level).all(dim=1, keepdim=True)
+            correction = correction * unsaturated
+        return (cube32 + correction).to(cube.dtype)
+
+    cube = np.asarray(cube)
+    rgb = np.asarray(rgb)
+    rgb = rgb / 255.0 if rgb.dtype == np.uint8 else rgb.astype(np.float64)
+    if cube.shape[:-1] != rgb.shape[:-1] or rgb.shape[-1] != 3:
+        raise ValueError(f"cube {cube.shape} and rgb {rgb.shape} must share their spatial shape.")
+    correction = (rgb - cube.astype(np.float64) @ matrix) @ pinv
+    if saturation_level is not None:
+        correction *= np.all(rgb < saturation_level, axis=-1, keepdims=True)
+    return (cube + correction).astype(cube.dtype if np.issubdtype(cube.dtype, np.floating) else np.float32)

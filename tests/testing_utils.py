@@ -1,0 +1,31 @@
+"""Helpers shared by the tests: tiny data, paths to the optional shared data, the `slow` marker."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+
+slow = pytest.mark.slow
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CAVE_DIR = SHARED_DATA / "cave"
+requires_cave = pytest.mark.skipif(not CAVE_DIR.is_dir(), reason=f"CAVE data not found at {CAVE_DIR}")
+requires_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"shared data not found at {SHARED_DATA}")
+
+
+def smooth_cube(height: int = 16, width: int = 16, num_bands: int = 31, seed: int = 0) -> np.ndarray:
+    """A reflectance-like cube in [0.05, 0.95] with smooth spectra, `(H, W, bands)` float32."""
+    rng = np.random.default_rng(seed)
+    wl = np.linspace(0.0, 1.0, num_bands)
+    centers = rng.uniform(0, 1, size=(height, width, 1))
+    widths = rng.uniform(0.2, 0.6, size=(height, width, 1))
+    levels = rng.uniform(0.2, 0.9, size=(height, width, 1))
+    cube = 0.05 + levels * np.exp(-((wl - centers) ** 2) / (2 * widths**2))
+    return np.clip(cube, 0.0, 0.95).astype(np.float32)
+
+
+def floats_tensor(shape, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(shape, generator=generator)
