@@ -2,6 +2,22 @@
 
 __version__ = "0.1.0"
 
+from hsr_diffusers.image_processor import HSRImageProcessor
+from hsr_diffusers.models import (
+    AWAN,
+    HSRPixelGANGenerator,
+    MSTPlusPlus,
+    PatchDiscriminator,
+    PixelDiscriminator,
+    RootPolynomialRegression,
+)
+from hsr_diffusers.pipelines import (
+    HSRDiffusionPipeline,
+    HSRPipeline,
+    HSRPipelineOutput,
+    HSRPixelGANPipeline,
+    list_pretrained,
+)
 from hsr_diffusers.spectral import (
     WAVELENGTHS,
     list_responses,
@@ -13,7 +29,19 @@ from hsr_diffusers.spectral import (
 
 
 __all__ = [
+    "AWAN",
+    "HSRDiffusionPipeline",
+    "HSRImageProcessor",
+    "HSRPipeline",
+    "HSRPipelineOutput",
+    "HSRPixelGANGenerator",
+    "HSRPixelGANPipeline",
+    "MSTPlusPlus",
+    "PatchDiscriminator",
+    "PixelDiscriminator",
+    "RootPolynomialRegression",
     "WAVELENGTHS",
+    "list_pretrained",
     "list_responses",
     "load_response",
     "render_rgb",

@@ -315,16 +315,7 @@ def rgb_consistent_projection(
     # Least-norm correction operator: a (3, bands) pseudo-inverse of the rendering.
     pinv = np.linalg.solve(matrix.T @ matrix, matrix.T)
     if isinstance(cube, torch.Tensor):
-        rgb = torch.as_tensor(rgb, device=cube.device)
-        a = torch.as_tensor(matrix, dtype=torch.float32, device=cube.device)
-        p = torch.as_tensor(pinv, dtype=torch.float32, device=cube.device)
-        cube32 = cube.float()
-        residual = rgb.float() - torch.einsum("nchw,cr->nrhw", cube32, a)  # [N, 3, H, W]
-        correction = torch.einsum("nrhw,rc->nchw", residual, p)  # [N, bands, H, W]
-        if saturation_level is not None:
-            unsaturated = (rgb < saturation_level).all(dim=1, keepdim=True)
-            correction = correction * unsaturated
-        return (cube32 + correction).to(cube.dtype)
+        return project_tensor(cube, torch.as_tensor(rgb, device=cube.device), matrix, pinv, saturation_level)
 
     cube = np.asarray(cube)
     rgb = np.asarray(rgb)
@@ -335,3 +326,21 @@ def rgb_consistent_projection(
     if saturation_level is not None:
         correction *= np.all(rgb < saturation_level, axis=-1, keepdims=True)
     return (cube + correction).astype(cube.dtype if np.issubdtype(cube.dtype, np.floating) else np.float32)
+
+
+def project_tensor(
+    cube: torch.Tensor,
+    rgb: torch.Tensor,
+    matrix: np.ndarray | torch.Tensor,
+    pinv: np.ndarray | torch.Tensor,
+    saturation_level: float | None = 254.5 / 255,
+) -> torch.Tensor:
+    """The torch kernel of [`rgb_consistent_projection`] for `[N, bands, H, W]` cubes, with precomputed `(bands, 3)`
+    rendering `matrix` and its `(3, bands)` least-norm inverse `pinv`. Computes in float32."""
+    matrix = torch.as_tensor(matrix, dtype=torch.float32, device=cube.device)
+    pinv = torch.as_tensor(pinv, dtype=torch.float32, device=cube.device)
+    residual = rgb.float() - torch.einsum("nchw,cr->nrhw", cube.float(), matrix)  # [N, 3, H, W]
+    correction = torch.einsum("nrhw,rc->nchw", residual, pinv)  # [N, bands, H, W]
+    if saturation_level is not None:
+        correction = correction * (rgb < saturation_level).all(dim=1, keepdim=True)
+    return (cube.float() + correction).to(cube.dtype)

@@ -1,0 +1,679 @@
+"""Reading and writing hyperspectral cubes in the formats of the public datasets and of common tools.
+
+Every reader returns a channel-last `(H, W, bands)` float32 cube. The format is detected from the file content (magic
+bytes), not from the suffix alone, because the public datasets ship `.mat` files in two unrelated containers: MATLAB 5.0
+files (NTIRE 2020 ARAD-HS, read with `scipy.io.loadmat`) and MATLAB 7.3 files, which are HDF5 files behind a 512-byte
+MATLAB header (NTIRE 2022 ARAD_1K, ICVL, read with h5py). MATLAB stores arrays column-major, so h5py sees the axes of
+a v7.3 variable reversed: a MATLAB `(H, W, bands)` cube comes out of h5py as `(bands, W, H)`.
+
+Supported inputs:
+
+| format | detected by | cube | scaling | wavelengths |
+| --- | --- | --- | --- | --- |
+| ARAD-HS / ARAD_1K `.mat` (v5 or v7.3) | MATLAB header text | variable `cube` | as stored | `bands` |
+| ICVL `.mat` (v7.3 or v5) | MATLAB header text | variable `rad` | divided by 4095 (12-bit camera) | `bands` |
+| CAVE scene folder | a folder of `<scene>_ms_NN.png` | 16-bit PNG per band | divided by 65535 (8-bit: 255) | 400 + 10 (NN - 1) nm |
+| `.h5` | HDF5 signature | dataset `cube`, `(H, W, bands)` | as stored | dataset `wavelengths` |
+| `.npy` / `.npz` | numpy / zip magic | the array / key `cube` | as stored | `<name>.wavelengths.npy` / key `wavelengths` |
+| ENVI `.hdr` + `.img` | `ENVI` header | BSQ, BIL or BIP | `reflectance scale factor` if given | `wavelength` |
+| TIFF | TIFF magic | band-last or band-first | as stored | `wavelengths` in the JSON ImageDescription |
+
+Anything that cannot be read as a finite, non-zero 3-D cube raises one [`CubeFormatError`] that names the file and the
+problem.
+"""
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+__all__ = [
+    "CUBE_SUFFIXES",
+    "CubeFormatError",
+    "ICVL_SCALE",
+    "detect_format",
+    "find_cave_band_files",
+    "load_cube",
+    "load_cube_with_wavelengths",
+    "save_cube",
+]
+
+
+class CubeFormatError(ValueError):
+    """A file or folder that cannot be read as a `(H, W, bands)` cube. The message names the path and the problem."""
+
+
+# Suffixes that the dataset builder and `hsr data` treat as cube files (the content decides the reader).
+CUBE_SUFFIXES = (".mat", ".h5", ".hdf5", ".npy", ".npz", ".tif", ".tiff", ".hdr")
+# ICVL radiance comes from a 12-bit camera: dividing by 2**12 - 1 maps it to [0, 1] (as the NTIRE 2018 loaders do).
+ICVL_SCALE = 4095.0
+# MATLAB v5 stores sizes in 32-bit fields: variables of 2 GB and more need the v7.3 (HDF5) container.
+MAT_V5_MAX_BYTES = 2**31 - 1
+
+_MAT5_MAGIC = b"MATLAB 5.0 MAT-file"
+_MAT73_MAGIC = b"MATLAB 7.3 MAT-file"
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"
+_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_ENVI_MAGIC = b"ENVI"
+
+# Cube variable names tried in order when no key is given, and the wavelength variables next to them.
+_CUBE_KEYS = ("cube", "rad")
+_WAVELENGTH_KEYS = ("bands", "wavelengths", "wavelength")
+_CAVE_BAND = re.compile(r"^(?P<prefix>.+)_(?P<band>\d{2})\.png$", re.IGNORECASE)
+_ENVI_DTYPES = {1: "u1", 2: "i2", 3: "i4", 4: "f4", 5: "f8", 12: "u2", 13: "u4", 14: "i8", 15: "u8"}
+_ENVI_DATA_SUFFIXES = ("", ".img", ".dat", ".raw", ".bsq", ".bil", ".bip", ".bin")
+_SAVE_FORMATS = {
+    ".npy": "npy",
+    ".npz": "npz",
+    ".h5": "h5",
+    ".hdf5": "h5",
+    ".mat": "mat",
+    ".hdr": "envi",
+    ".img": "envi",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Format detection
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    r"""
+    Detects the container of a cube from its content.
+
+    Args:
+        path (`str` or `os.PathLike`):
+            A file, or a CAVE scene folder.
+
+    Returns:
+        `str`: one of `"cave"`, `"mat5"`, `"mat73"`, `"hdf5"`, `"npy"`, `"npz"`, `"tiff"` or `"envi"`.
+
+    Raises:
+        [`CubeFormatError`]: the path does not exist, is empty, or holds none of these formats.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return "cave"
+    if not path.is_file():
+        raise CubeFormatError(f"{path}: no such file or folder.")
+    with open(path, "rb") as file:
+        head = file.read(520)
+    if not head:
+        raise CubeFormatError(f"{path}: the file is empty.")
+    if head.startswith(_MAT73_MAGIC):
+        return "mat73"
+    if head.startswith(_MAT5_MAGIC):
+        return "mat5"
+    if head.startswith(_HDF5_MAGIC) or head[512:520] == _HDF5_MAGIC:
+        return "hdf5"
+    if head.startswith(_NPY_MAGIC):
+        return "npy"
+    if head.startswith(_ZIP_MAGIC):
+        return "npz"
+    if head[:4] in _TIFF_MAGICS:
+        return "tiff"
+    if head.startswith(_ENVI_MAGIC) or _envi_header_for(path) is not None:
+        return "envi"
+    # HDF5 allows user blocks of any power of two >= 512: let h5py look further than the first 520 bytes.
+    import h5py
+
+    if h5py.is_hdf5(path):
+        return "hdf5"
+    raise CubeFormatError(
+        f"{path}: not a recognised cube file (it starts with {head[:16]!r}); expected a MATLAB .mat (v5 or v7.3), "
+        "HDF5 .h5, numpy .npy/.npz, ENVI .hdr/.img or TIFF file, or a CAVE folder of PNG bands."
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def load_cube(path: str | os.PathLike, key: str | None = None, expected_bands: int | None = None) -> np.ndarray:
+    r"""
+    Loads a hyperspectral cube as a channel-last float32 array.
+
+    The container is detected from the content (see the module docstring for the table of formats). Values are
+    returned as stored, except where the format defines a scale: ICVL `rad` data is divided by 4095 (its 12-bit range),
+    CAVE PNGs by 65535 (8-bit PNGs such as `watercolors_ms` by 255), and ENVI files by their `reflectance scale
+    factor`. The `norm_factor` of the NTIRE 2020 files is not applied: the challenge scores the stored cube.
+
+    Args:
+        path (`str` or `os.PathLike`):
+            A `.mat`, `.h5`, `.npy`, `.npz`, ENVI (`.hdr` or its data file) or TIFF file, or a CAVE scene folder (flat
+            `<scene>_ms_NN.png` files, or the nested `<scene>_ms/<scene>_ms/` layout of the original download).
+        key (`str`, *optional*):
+            The variable that holds the cube in `.mat`, `.h5` and `.npz` files. Defaults to `"cube"` (ARAD, this
+            package), then `"rad"` (ICVL).
+        expected_bands (`int`, *optional*):
+            Raise unless the cube has this many bands.
+
+    Returns:
+        `np.ndarray`: `(H, W, bands)` float32, C-contiguous.
+
+    Raises:
+        [`CubeFormatError`]: unreadable or truncated file, missing variable (the message lists the ones present), a
+            shape that is not 3-D, a wrong band count, NaN/Inf values or an all-zero cube.
+    """
+    return load_cube_with_wavelengths(path, key=key, expected_bands=expected_bands)[0]
+
+
+def load_cube_with_wavelengths(
+    path: str | os.PathLike, key: str | None = None, expected_bands: int | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    r"""
+    Loads a cube and the band centres stored with it.
+
+    Args:
+        path, key, expected_bands:
+            As in [`load_cube`].
+
+    Returns:
+        `tuple[np.ndarray, np.ndarray | None]`: the `(H, W, bands)` float32 cube and the float64 wavelengths in nm
+        (`None` when the file stores none). Wavelengths stored in micrometres (values below 10) are converted to nm.
+    """
+    path = Path(path)
+    kind = detect_format(path)
+    readers = {
+        "cave": _read_cave,
+        "mat5": _read_mat5,
+        "mat73": _read_hdf5,
+        "hdf5": _read_hdf5,
+        "npy": _read_npy,
+        "npz": _read_npz,
+        "tiff": _read_tiff,
+        "envi": _read_envi,
+    }
+    cube, wavelengths = readers[kind](path, key)
+    cube = _validate_cube(path, cube, expected_bands)
+    if wavelengths is not None:
+        wavelengths = np.asarray(wavelengths, dtype=np.float64).reshape(-1)
+        if wavelengths.size != cube.shape[-1]:
+            raise CubeFormatError(
+                f"{path}: stores {wavelengths.size} wavelengths for a cube with {cube.shape[-1]} bands."
+            )
+        if wavelengths.size and wavelengths.max() < 10:
+            wavelengths = wavelengths * 1000.0  # micrometres (e.g. 0.4 ... 0.7) to nanometres
+    return cube, wavelengths
+
+
+def _validate_cube(path: Path, cube: np.ndarray, expected_bands: int | None) -> np.ndarray:
+    if cube.ndim != 3:
+        raise CubeFormatError(f"{path}: expected a 3-D (H, W, bands) cube, got an array of shape {cube.shape}.")
+    if expected_bands is not None and cube.shape[-1] != expected_bands:
+        raise CubeFormatError(
+            f"{path}: the cube has {cube.shape[-1]} bands (shape {cube.shape}), expected {expected_bands}."
+        )
+    cube = np.ascontiguousarray(cube, dtype=np.float32)
+    finite = np.isfinite(cube)
+    if not finite.all():
+        raise CubeFormatError(f"{path}: the cube has {finite.size - finite.sum()} NaN or Inf values.")
+    if not cube.any():
+        raise CubeFormatError(f"{path}: the cube is all zeros.")
+    return cube
+
+
+def _pick_key(path: Path, names: list[str], key: str | None, what: str = "variable") -> str:
+    if key is not None:
+        if key not in names:
+            raise CubeFormatError(f"{path}: no {what} {key!r}; the file holds {sorted(names)}.")
+        return key
+    for candidate in _CUBE_KEYS:
+        if candidate in names:
+            return candidate
+    raise CubeFormatError(
+        f"{path}: no {what} 'cube' (ARAD) or 'rad' (ICVL); the file holds {sorted(names)}. Pass key=... to pick one."
+    )
+
+
+def _scale_for_key(key: str, cube: np.ndarray) -> np.ndarray:
+    if key == "rad":
+        return cube.astype(np.float32) / np.float32(ICVL_SCALE)
+    return cube
+
+
+def _check_mat5_complete(path: Path) -> None:
+    """Walks the top-level element tags of a MATLAB 5.0 file and raises if one runs past the end of the file.
+
+    scipy reads only the variables it is asked for, so a file cut inside a later variable would otherwise load.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as file:
+        header = file.read(128)
+        if len(header) < 128:
+            raise CubeFormatError(f"{path}: the MATLAB 5.0 header is cut short ({size} bytes); the file is truncated.")
+        order = "<" if header[126:128] == b"IM" else ">"
+        position = 128
+        while position < size:
+            file.seek(position)
+            tag = file.read(8)
+            if len(tag) < 8:
+                break  # trailing padding
+            data_type, num_bytes = np.frombuffer(tag, dtype=f"{order}u4")
+            end = position + 8 + int(num_bytes)
+            if end > size:
+                raise CubeFormatError(
+                    f"{path}: a variable needs bytes up to {end} but the file has {size}; the file is truncated."
+                )
+            # miMATRIX (14) elements are padded to 8 bytes; miCOMPRESSED (15) ones are not.
+            position = end + (-end % 8 if data_type == 14 else 0)
+
+
+def _read_mat5(path: Path, key: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+    import scipy.io
+
+    _check_mat5_complete(path)
+    try:
+        names = [name for name, _shape, _cls in scipy.io.whosmat(path)]
+        key = _pick_key(path, names, key)
+        wanted = [key] + [name for name in _WAVELENGTH_KEYS if name in names]
+        content = scipy.io.loadmat(path, variable_names=wanted)
+    except CubeFormatError:
+        raise
+    except Exception as error:  # scipy raises ValueError, TypeError, OSError... for damaged files
+        raise CubeFormatError(f"{path}: cannot read the MATLAB 5.0 file ({error}); is it truncated?") from error
+    wavelengths = next((content[name] for name in _WAVELENGTH_KEYS if name in content), None)
+    return _scale_for_key(key, np.asarray(content[key])), wavelengths
+
+
+def _read_hdf5(path: Path, key: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+    import h5py
+
+    with open(path, "rb") as file:
+        matlab_header = file.read(len(_MAT73_MAGIC)) == _MAT73_MAGIC
+    try:
+        file = h5py.File(path, "r")
+    except OSError as error:
+        raise CubeFormatError(f"{path}: cannot open the HDF5 file ({error}); is it truncated?") from error
+    with file:
+        names = [name for name in file.keys() if isinstance(file[name], h5py.Dataset)]
+        key = _pick_key(path, names, key, what="dataset")
+        dataset = file[key]
+        # MATLAB writes column-major arrays, so h5py sees a MATLAB (H, W, bands) cube as (bands, W, H). A file is in
+        # MATLAB layout when it has the MATLAB header, MATLAB's class attribute, or (written by hand) a .mat name.
+        matlab = matlab_header or "MATLAB_class" in dataset.attrs or path.suffix.lower() == ".mat"
+        try:
+            cube = dataset[()]
+            wavelengths = next((file[name][()] for name in _WAVELENGTH_KEYS if name in names), None)
+        except OSError as error:
+            raise CubeFormatError(f"{path}: cannot read {key!r} ({error}); is the file truncated?") from error
+    if matlab:
+        cube = np.transpose(cube)
+    return _scale_for_key(key, cube), wavelengths
+
+
+def _npy_sidecar(path: Path) -> Path:
+    """`scene.npy` keeps its wavelengths in `scene.wavelengths.npy`."""
+    stem = path.name[: -len(".npy")] if path.name.lower().endswith(".npy") else path.name
+    return path.with_name(stem + ".wavelengths.npy")
+
+
+def _read_npy(path: Path, key: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        cube = np.load(path)
+    except (ValueError, OSError, EOFError) as error:
+        raise CubeFormatError(f"{path}: cannot read the .npy file ({error}); is it truncated?") from error
+    sidecar = _npy_sidecar(path)
+    wavelengths = np.load(sidecar) if sidecar.is_file() else None
+    return cube, wavelengths
+
+
+def _read_npz(path: Path, key: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        with np.load(path) as content:
+            key = _pick_key(path, list(content.files), key, what="array")
+            cube = content[key]
+            wavelengths = next((content[name] for name in _WAVELENGTH_KEYS if name in content.files), None)
+    except CubeFormatError:
+        raise
+    except Exception as error:  # zipfile.BadZipFile, ValueError, EOFError for damaged archives
+        raise CubeFormatError(f"{path}: cannot read the .npz file ({error}); is it truncated?") from error
+    return _scale_for_key(key, cube), wavelengths
+
+
+def _read_tiff(path: Path, key: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            cube, axes = series.asarray(), series.axes
+            description = tif.pages[0].description
+    except Exception as error:  # tifffile raises TiffFileError, ValueError, OSError for damaged files
+        raise CubeFormatError(f"{path}: cannot read the TIFF file ({error}); is it truncated?") from error
+    if axes == "YX":
+        cube = cube[..., None]
+    elif len(axes) == 3 and axes.endswith("YX"):
+        cube = np.moveaxis(cube, 0, -1)  # one page or plane per band: (bands, H, W)
+    elif axes != "YXS":
+        raise CubeFormatError(f"{path}: cannot map the TIFF axes {axes!r} (shape {cube.shape}) to (H, W, bands).")
+    try:
+        wavelengths = json.loads(description).get("wavelengths")
+    except (ValueError, AttributeError):
+        wavelengths = None
+    return cube, wavelengths
+
+
+# ENVI ---------------------------------------------------------------------------------------------------------------
+
+
+def _envi_header_for(path: Path) -> Path | None:
+    """The ENVI header of a data file: `x.hdr` or `x.img.hdr` next to `x.img`."""
+    for header in (path.with_suffix(".hdr"), path.with_name(path.name + ".hdr")):
+        if header != path and header.is_file():
+            with open(header, "rb") as file:
+                if file.read(4) == _ENVI_MAGIC:
+                    return header
+    return None
+
+
+def _parse_envi_header(header: Path) -> dict[str, str]:
+    text = header.read_text(errors="replace")
+    fields = {}
+    # `key = value` lines; values in braces may span several lines.
+    for match in re.finditer(r"^\s*([^=\n{}]+?)\s*=\s*(\{[^}]*\}|[^\n]*)", text[4:], flags=re.MULTILINE):
+        fields[match.group(1).strip().lower()] = match.group(2).strip()
+    return fields
+
+
+def _envi_list(value: str) -> list[float]:
+    return [float(item) for item in value.strip("{}").replace("\n", " ").split(",") if item.strip()]
+
+
+def _read_envi(path: Path, key: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+    with open(path, "rb") as file:
+        is_header = file.read(4) == _ENVI_MAGIC
+    header = path if is_header else _envi_header_for(path)
+    fields = _parse_envi_header(header)
+    try:
+        width, height, bands = (int(fields[name]) for name in ("samples", "lines", "bands"))
+        dtype = np.dtype(_ENVI_DTYPES[int(fields.get("data type", "4"))])
+        offset = int(fields.get("header offset", "0"))
+        interleave = fields.get("interleave", "bsq").lower()
+    except (KeyError, ValueError) as error:
+        raise CubeFormatError(f"{header}: incomplete or unsupported ENVI header ({error!r}).") from error
+    if interleave not in ("bsq", "bil", "bip"):
+        raise CubeFormatError(f"{header}: unknown ENVI interleave {interleave!r}.")
+    dtype = dtype.newbyteorder(">" if fields.get("byte order", "0") == "1" else "<")
+    if is_header:
+        base = header.with_suffix("") if header.suffix.lower() == ".hdr" else header
+        candidates = [Path(str(base) + suffix) for suffix in _ENVI_DATA_SUFFIXES]
+        data = next((candidate for candidate in candidates if candidate.is_file() and candidate != header), None)
+        if data is None:
+            raise CubeFormatError(f"{header}: ENVI data file not found (looked for {[c.name for c in candidates]}).")
+    else:
+        data = path
+    count = width * height * bands
+    if data.stat().st_size < offset + count * dtype.itemsize:
+        raise CubeFormatError(
+            f"{data}: the ENVI data file has {data.stat().st_size} bytes, the header needs "
+            f"{offset + count * dtype.itemsize}; is it truncated?"
+        )
+    raw = np.fromfile(data, dtype=dtype, count=count, offset=offset)
+    if interleave == "bsq":
+        cube = raw.reshape(bands, height, width).transpose(1, 2, 0)
+    elif interleave == "bil":
+        cube = raw.reshape(height, bands, width).transpose(0, 2, 1)
+    else:
+        cube = raw.reshape(height, width, bands)
+    cube = cube.astype(np.float32)
+    if "reflectance scale factor" in fields:
+        cube /= np.float32(float(fields["reflectance scale factor"]))
+    wavelengths = None
+    if "wavelength" in fields:
+        wavelengths = np.asarray(_envi_list(fields["wavelength"]))
+        if fields.get("wavelength units", "").lower() in ("micrometers", "microns", "um"):
+            wavelengths = wavelengths * 1000.0
+    return cube, wavelengths
+
+
+# CAVE ---------------------------------------------------------------------------------------------------------------
+
+
+def find_cave_band_files(folder: str | os.PathLike) -> list[Path]:
+    r"""
+    Finds the band PNGs of a CAVE scene folder, in band order.
+
+    Both layouts are accepted: the flat `<scene>_ms/<scene>_ms_NN.png` and the nested
+    `<scene>_ms/<scene>_ms/<scene>_ms_NN.png` of the original CAVE download (one level down).
+
+    Returns:
+        `list[Path]`: the files for bands 1, 2, ..., N.
+
+    Raises:
+        [`CubeFormatError`]: no band files, several candidate subfolders, or a gap in the band numbers.
+    """
+    folder = Path(folder)
+
+    def bands_in(directory: Path) -> dict[int, Path]:
+        found = {}
+        for file in directory.iterdir():
+            match = _CAVE_BAND.match(file.name)
+            if match and file.is_file():
+                found[int(match.group("band"))] = file
+        return found
+
+    found = bands_in(folder)
+    if not found:
+        nested = [sub for sub in sorted(folder.iterdir()) if sub.is_dir() and bands_in(sub)]
+        if len(nested) > 1:
+            raise CubeFormatError(f"{folder}: several subfolders hold band PNGs: {[sub.name for sub in nested]}.")
+        if nested:
+            found = bands_in(nested[0])
+    if not found:
+        raise CubeFormatError(f"{folder}: no CAVE band images (<scene>_ms_NN.png) found in the folder.")
+    numbers = sorted(found)
+    missing = sorted(set(range(1, numbers[-1] + 1)) - set(numbers))
+    if missing:
+        raise CubeFormatError(f"{folder}: band images {missing} are missing (found {len(numbers)} bands).")
+    return [found[number] for number in numbers]
+
+
+def _read_cave(path: Path, key: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+    from PIL import Image
+
+    files = find_cave_band_files(path)
+    cube = None
+    for index, file in enumerate(files):
+        try:
+            with Image.open(file) as image:
+                band = np.asarray(image)
+        except OSError as error:
+            raise CubeFormatError(f"{file}: cannot read the CAVE band image ({error}).") from error
+        if band.ndim == 3:
+            band = band[..., 0]  # `watercolors_ms` ships 8-bit RGBA PNGs with equal colour channels
+        if band.dtype.kind not in "ui" or band.dtype.itemsize > 4:
+            raise CubeFormatError(f"{file}: unexpected band image type {band.dtype} (mode {image.mode}).")
+        # 8-bit bands are scaled by 255; 16-bit ones (which Pillow may open in 32-bit "I" mode) by 65535.
+        scale = 255.0 if band.dtype.itemsize == 1 else 65535.0
+        if cube is None:
+            cube = np.empty((*band.shape, len(files)), dtype=np.float32)
+        elif band.shape != cube.shape[:2]:
+            raise CubeFormatError(f"{file}: band size {band.shape} differs from the first band's {cube.shape[:2]}.")
+        cube[..., index] = band / np.float32(scale)
+    wavelengths = 400.0 + 10.0 * np.arange(len(files))  # CAVE: band NN is 400 + 10 (NN - 1) nm
+    return cube, wavelengths
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def save_cube(
+    path: str | os.PathLike,
+    cube: np.ndarray,
+    wavelengths: list[float] | np.ndarray | None = None,
+    format: str | None = None,
+    overwrite: bool = False,
+    mat_version: str | None = None,
+    interleave: str = "bsq",
+) -> Path:
+    r"""
+    Writes a `(H, W, bands)` cube so that [`load_cube_with_wavelengths`] and the format's usual tools read it back.
+
+    Formats:
+        - `"npy"`: the float32 cube; the wavelengths go to a sibling `<name>.wavelengths.npy` (so that the cube stays a
+          plain `np.load`-able array). Use `"npz"` for a single file holding `cube` and `wavelengths`.
+        - `"h5"`: datasets `cube` `(H, W, bands)` float32 and `wavelengths` (attribute `units = "nm"`).
+        - `"mat"`: variables `cube` `(H, W, bands)` single and `bands` `(1, bands)` double, as in the NTIRE files.
+          MATLAB 5.0 through `scipy.io.savemat` below 2 GB, MATLAB 7.3 above: an HDF5 file with the 512-byte MATLAB
+          header in its user block, axes reversed and `MATLAB_class` attributes, as MATLAB writes it.
+        - `"envi"`: `<name>.hdr` + `<name>.img`, float32 little-endian, BSQ or BIL (`interleave`), with
+          `wavelength = {...}` and `wavelength units = Nanometers`.
+        - `"tiff"`: one multi-sample TIFF page, band-last and `planarconfig=contig` (GDAL sees one band per
+          wavelength), float32, wavelengths in the JSON `ImageDescription`.
+
+    Args:
+        path (`str` or `os.PathLike`):
+            Output file (for ENVI, the `.hdr` or `.img` path). Parent folders are created.
+        cube (`np.ndarray`):
+            `(H, W, bands)` array, written as float32.
+        wavelengths (`list[float]` or `np.ndarray`, *optional*):
+            Band centres in nm, one per band.
+        format (`str`, *optional*):
+            One of `"npy"`, `"npz"`, `"h5"`, `"mat"`, `"envi"`, `"tiff"`. Inferred from the suffix when omitted.
+        overwrite (`bool`, *optional*, defaults to `False`):
+            Replace existing files instead of raising `FileExistsError`.
+        mat_version (`str`, *optional*):
+            `"5"` or `"7.3"` to force the MATLAB container; by default the size decides.
+        interleave (`str`, *optional*, defaults to `"bsq"`):
+            ENVI band interleave, `"bsq"` or `"bil"`.
+
+    Returns:
+        `Path`: the path written (the header for ENVI).
+    """
+    path = Path(path)
+    if format is None:
+        format = _SAVE_FORMATS.get(path.suffix.lower())
+        if format is None:
+            raise ValueError(
+                f"Cannot infer the format of {path} from its suffix; pass format= one of {sorted(set(_SAVE_FORMATS.values()))}."
+            )
+    cube = np.asarray(cube)
+    if cube.ndim != 3:
+        raise ValueError(f"Expected a (H, W, bands) cube, got shape {cube.shape}.")
+    cube = np.ascontiguousarray(cube, dtype=np.float32)
+    if wavelengths is not None:
+        wavelengths = np.asarray(wavelengths, dtype=np.float64).reshape(-1)
+        if wavelengths.size != cube.shape[-1]:
+            raise ValueError(f"Got {wavelengths.size} wavelengths for a cube with {cube.shape[-1]} bands.")
+
+    if format == "envi":
+        base = path.with_suffix("") if path.suffix.lower() in (".hdr", ".img") else path
+        outputs = [Path(str(base) + ".hdr"), Path(str(base) + ".img")]
+    elif format == "npy":
+        outputs = [path] + ([_npy_sidecar(path)] if wavelengths is not None else [])
+    elif format in ("npz", "h5", "mat", "tiff"):
+        outputs = [path]
+    else:
+        raise ValueError(f"Unknown cube format {format!r}; choose one of {sorted(set(_SAVE_FORMATS.values()))}.")
+    existing = [str(output) for output in outputs if output.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{', '.join(existing)} already exists; pass overwrite=True to replace it.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    if format == "npy":
+        # np.save would append ".npy" to a name without it; write through a file object to keep the given name.
+        with open(path, "wb") as file:
+            np.save(file, cube)
+        if wavelengths is not None:
+            np.save(outputs[1], wavelengths)
+    elif format == "npz":
+        arrays = {"cube": cube} if wavelengths is None else {"cube": cube, "wavelengths": wavelengths}
+        with open(path, "wb") as file:
+            np.savez(file, **arrays)
+    elif format == "h5":
+        import h5py
+
+        with h5py.File(path, "w") as file:
+            file.create_dataset("cube", data=cube)
+            file["cube"].attrs["layout"] = "(H, W, bands)"
+            if wavelengths is not None:
+                file.create_dataset("wavelengths", data=wavelengths)
+                file["wavelengths"].attrs["units"] = "nm"
+    elif format == "mat":
+        if mat_version is None:
+            mat_version = "5" if cube.nbytes <= MAT_V5_MAX_BYTES else "7.3"
+        if mat_version == "5":
+            import scipy.io
+
+            variables = {"cube": cube}
+            if wavelengths is not None:
+                variables["bands"] = wavelengths[None, :]  # a 1 x bands row, as in the NTIRE 2020 files
+            scipy.io.savemat(path, variables, do_compression=False)
+        elif mat_version == "7.3":
+            _write_mat73(path, cube, wavelengths)
+        else:
+            raise ValueError(f"mat_version must be '5' or '7.3', got {mat_version!r}.")
+    elif format == "envi":
+        _write_envi(outputs[0], outputs[1], cube, wavelengths, interleave)
+    else:
+        import tifffile
+
+        description = {"shape": list(cube.shape), "axes": "YXS (H, W, bands)"}
+        if wavelengths is not None:
+            description.update(wavelengths=wavelengths.tolist(), wavelength_units="nm")
+        # metadata=None stops tifffile from writing its own JSON description over ours.
+        tifffile.imwrite(
+            path,
+            cube,
+            photometric="minisblack",
+            planarconfig="contig",
+            description=json.dumps(description),
+            metadata=None,
+        )
+    return outputs[0]
+
+
+def _write_mat73(path: Path, cube: np.ndarray, wavelengths: np.ndarray | None) -> None:
+    import h5py
+
+    with h5py.File(path, "w", userblock_size=512) as file:
+        # Column-major MATLAB (H, W, bands) is (bands, W, H) for HDF5.
+        file.create_dataset("cube", data=np.ascontiguousarray(cube.transpose()))
+        file["cube"].attrs["MATLAB_class"] = np.bytes_("single")
+        if wavelengths is not None:
+            file.create_dataset("bands", data=wavelengths[:, None])  # MATLAB 1 x bands
+            file["bands"].attrs["MATLAB_class"] = np.bytes_("double")
+    # MATLAB's header: 116 bytes of text, 8 bytes of subsystem offset, version 0x0200 and the endian mark "IM".
+    text = f"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: {time.asctime()} HDF5 schema 1.00 ."
+    header = text.encode("ascii").ljust(116, b" ")[:116] + b"\x00" * 8 + (0x0200).to_bytes(2, "little") + b"IM"
+    with open(path, "r+b") as file:
+        file.write(header.ljust(512, b"\x00"))
+
+
+def _write_envi(header: Path, data: Path, cube: np.ndarray, wavelengths: np.ndarray | None, interleave: str) -> None:
+    height, width, bands = cube.shape
+    if interleave == "bsq":
+        ordered = cube.transpose(2, 0, 1)  # (bands, H, W)
+    elif interleave == "bil":
+        ordered = cube.transpose(0, 2, 1)  # (H, bands, W)
+    else:
+        raise ValueError(f"interleave must be 'bsq' or 'bil', got {interleave!r}.")
+    np.ascontiguousarray(ordered, dtype="<f4").tofile(data)
+    lines = [
+        "ENVI",
+        "description = {hyperspectral cube written by hsr-diffusers}",
+        f"samples = {width}",
+        f"lines = {height}",
+        f"bands = {bands}",
+        "header offset = 0",
+        "file type = ENVI Standard",
+        "data type = 4",
+        f"interleave = {interleave}",
+        "byte order = 0",
+    ]
+    if wavelengths is not None:
+        lines += ["wavelength units = Nanometers", "wavelength = {" + ", ".join(f"{w:g}" for w in wavelengths) + "}"]
+    header.write_text("\n".join(lines) + "\n")

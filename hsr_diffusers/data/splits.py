@@ -1,0 +1,76 @@
+"""Official scene lists of the RGB-to-spectral benchmarks, so that every tool trains and validates on the same scenes.
+
+Sources (checked against public repositories):
+
+- NTIRE 2020 ARAD-HS: the training release holds `ARAD_HS_0001` ... `ARAD_HS_0450` (the folder listings in the
+  READMEs of the SSRGAN and AWAN challenge entries), and the 10 validation scenes with public ground truth are the ones
+  in AWAN's `NTIRE2020_Validation_Clean` / `NTIRE2020_Validation_RealWorld` folders (Deep-imagelab/AWAN). We found no
+  public source that drops `ARAD_HS_0340` from the 2020 training set, so it stays in (450 scenes); the scene that the
+  MST++ list drops as `0340` belongs to ARAD_1K (below).
+- NTIRE 2022 ARAD_1K: `split_txt/train_list.txt` and `valid_list.txt` of MST++ (caiyuanhao1998/MST-plus-plus), the
+  list most ARAD_1K papers train on: `ARAD_1K_0001` ... `ARAD_1K_0900` without `0314`, `0340` and `0531` (897 scenes),
+  and the 50 validation scenes `ARAD_1K_0901` ... `ARAD_1K_0950`. The official release itself has all 900 training
+  scenes: use `"ntire2022_full"` for them.
+- CAVE: the 12 scenes in `shared/data/cave` (first 10 alphabetically for training, `feathers` and `glass_tiles` for
+  validation). Scene names drop the `_ms` suffix of the folders.
+"""
+
+__all__ = ["SPLITS", "get_split", "list_splits"]
+
+
+def _names(prefix: str, first: int, last: int, exclude: tuple[int, ...] = ()) -> list[str]:
+    return [f"{prefix}_{number:04d}" for number in range(first, last + 1) if number not in exclude]
+
+
+NTIRE2020_VALIDATION = [f"ARAD_HS_{number:04d}" for number in (451, 453, 455, 456, 457, 459, 462, 463, 464, 465)]
+# Left out of the MST++ training list (caiyuanhao1998/MST-plus-plus, dataset/split_txt/train_list.txt).
+NTIRE2022_EXCLUDED = (314, 340, 531)
+
+CAVE_SCENES = [
+    "balloons",
+    "beads",
+    "cd",
+    "clay",
+    "cloth",
+    "egyptian_statue",
+    "face",
+    "fake_and_real_beers",
+    "fake_and_real_food",
+    "fake_and_real_lemon_slices",
+    "feathers",
+    "glass_tiles",
+]
+
+SPLITS: dict[str, dict[str, list[str]]] = {
+    "ntire2020": {"train": _names("ARAD_HS", 1, 450), "validation": NTIRE2020_VALIDATION},
+    "ntire2022": {
+        "train": _names("ARAD_1K", 1, 900, exclude=NTIRE2022_EXCLUDED),
+        "validation": _names("ARAD_1K", 901, 950),
+    },
+    "ntire2022_full": {"train": _names("ARAD_1K", 1, 900), "validation": _names("ARAD_1K", 901, 950)},
+    "cave": {"train": CAVE_SCENES[:10], "validation": ["feathers", "glass_tiles"]},
+}
+SPLITS["arad_hs"] = SPLITS["ntire2020"]
+SPLITS["arad_1k"] = SPLITS["ntire2022"]
+
+
+def list_splits() -> list[str]:
+    """Names accepted by [`get_split`]."""
+    return sorted(SPLITS)
+
+
+def get_split(name: str) -> dict[str, list[str]]:
+    r"""
+    Returns a built-in split as `{split name: scene names}`.
+
+    Args:
+        name (`str`):
+            `"ntire2020"` (alias `"arad_hs"`): 450 train / 10 validation. `"ntire2022"` (alias `"arad_1k"`): the MST++
+            lists, 897 train / 50 validation. `"ntire2022_full"`: 900 / 50. `"cave"`: 10 / 2.
+
+    Returns:
+        `dict[str, list[str]]`: keys `"train"` and `"validation"`; a fresh copy that the caller may modify.
+    """
+    if name not in SPLITS:
+        raise ValueError(f"Unknown split {name!r}; choose one of {list_splits()}.")
+    return {split: list(names) for split, names in SPLITS[name].items()}

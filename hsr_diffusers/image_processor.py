@@ -1,0 +1,226 @@
+"""Pre- and post-processing shared by the HSR pipelines: input checks, [-1, 1] scaling, padding, tiling, previews."""
+
+import math
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+
+from hsr_diffusers.spectral import project_tensor, rendering_matrix, srgb_preview
+
+
+PipelineImageInput = PIL.Image.Image | np.ndarray | torch.Tensor | list
+
+
+class HSRImageProcessor:
+    r"""
+    Turns user RGB into model input and model output into cubes, for a given band set and camera response.
+
+    Args:
+        wavelengths (`list[float]`):
+            Band centres of the cubes in nm.
+        response (`str` or `list[list[float]]`):
+            The camera response the model was trained with (see [`~hsr_diffusers.spectral.load_response`]); used by the
+            RGB-consistency projection.
+    """
+
+    def __init__(self, wavelengths: list[float], response: str | list):
+        self.wavelengths = list(wavelengths)
+        matrix = rendering_matrix(response, self.wavelengths)
+        # [bands, 3] rendering and its [3, bands] least-norm inverse, kept in float32 for the torch projection.
+        self.rendering = torch.as_tensor(matrix, dtype=torch.float32)
+        self.rendering_pinv = torch.as_tensor(np.linalg.solve(matrix.T @ matrix, matrix.T), dtype=torch.float32)
+
+    # ---------------------------------------------------------------- input
+    @staticmethod
+    def _array_to_tensor(array: np.ndarray, index: int) -> torch.Tensor:
+        if array.size == 0 or min(array.shape[:2]) == 0:
+            raise ValueError(f"Image {index} is empty: shape {array.shape}.")
+        if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 1):
+            raise ValueError(
+                f"Image {index} is grayscale (shape {array.shape}); an RGB image with 3 channels is needed."
+            )
+        if array.ndim != 3 or array.shape[-1] not in (3, 4):
+            raise ValueError(f"Image {index} must have shape (H, W, 3), got {array.shape}.")
+        if array.dtype == np.uint8:
+            scaled = array.astype(np.float32) / 255.0
+        elif array.dtype == np.uint16:
+            scaled = array.astype(np.float32) / 65535.0
+        elif np.issubdtype(array.dtype, np.floating):
+            scaled = array.astype(np.float32)
+            if not np.all(np.isfinite(scaled)):
+                raise ValueError(f"Image {index} contains NaN or Inf values.")
+            if scaled.min() < 0 or scaled.max() > 1:
+                raise ValueError(
+                    f"Float image {index} must be in [0, 1], got values in [{scaled.min():g}, {scaled.max():g}]."
+                )
+        else:
+            raise ValueError(f"Image {index} has dtype {array.dtype}; use uint8, uint16 or float in [0, 1].")
+        if scaled.shape[-1] == 4:
+            if not np.all(scaled[..., 3] == 1.0):
+                raise ValueError(
+                    f"Image {index} is RGBA with transparent pixels (alpha min {scaled[..., 3].min():g}); "
+                    "flatten it onto a background first."
+                )
+            scaled = scaled[..., :3]
+        return torch.from_numpy(np.ascontiguousarray(scaled)).permute(2, 0, 1)
+
+    def preprocess(self, image: PipelineImageInput) -> torch.Tensor:
+        r"""
+        Checks and converts RGB input to a float32 `[N, 3, H, W]` tensor in [0, 1].
+
+        Accepts a PIL image, a numpy `(H, W, 3)` array (`uint8`, `uint16` or float in [0, 1]), a torch `(3, H, W)` or
+        `(N, 3, H, W)` tensor in [0, 1], or a list of these of one size. RGBA is accepted only when fully opaque.
+        Raises `ValueError` naming the problem for grayscale, RGBA with transparency, NaN/Inf, out-of-range floats, empty
+        images and mixed sizes.
+        """
+        images = image if isinstance(image, list) else [image]
+        if len(images) == 0:
+            raise ValueError("No image given: the list is empty.")
+        tensors = []
+        for index, item in enumerate(images):
+            if isinstance(item, PIL.Image.Image):
+                if item.mode in ("L", "LA", "1", "I", "I;16", "F"):
+                    raise ValueError(f"Image {index} is grayscale (PIL mode {item.mode}); an RGB image is needed.")
+                if item.mode == "P":
+                    item = item.convert("RGBA")
+                if item.mode not in ("RGB", "RGBA"):
+                    raise ValueError(f"Image {index} has PIL mode {item.mode}; convert it to RGB first.")
+                tensors.append(self._array_to_tensor(np.asarray(item), index))
+            elif isinstance(item, np.ndarray):
+                tensors.append(self._array_to_tensor(item, index))
+            elif isinstance(item, torch.Tensor):
+                tensor = item[None] if item.ndim == 3 else item
+                if tensor.ndim != 4 or tensor.shape[1] != 3:
+                    raise ValueError(
+                        f"Tensor image {index} must be (N, 3, H, W) or (3, H, W), got {tuple(item.shape)}."
+                    )
+                if tensor.numel() == 0:
+                    raise ValueError(f"Tensor image {index} is empty: shape {tuple(item.shape)}.")
+                tensor = tensor.float()
+                if not torch.isfinite(tensor).all():
+                    raise ValueError(f"Tensor image {index} contains NaN or Inf values.")
+                if tensor.min() < 0 or tensor.max() > 1:
+                    raise ValueError(
+                        f"Tensor image {index} must be in [0, 1], got [{tensor.min().item():g}, {tensor.max().item():g}]."
+                    )
+                tensors.extend(tensor.cpu())
+            else:
+                raise ValueError(f"Image {index} has unsupported type {type(item).__name__}.")
+        sizes = {tuple(t.shape[-2:]) for t in tensors}
+        if len(sizes) > 1:
+            raise ValueError(f"All images in a batch must have one size, got {sorted(sizes)}.")
+        return torch.stack(tensors)  # [N, 3, H, W]
+
+    # ---------------------------------------------------------------- scaling and geometry
+    @staticmethod
+    def normalize(x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] -> [-1, 1]."""
+        return x * 2.0 - 1.0
+
+    @staticmethod
+    def denormalize(x: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] -> [0, 1]."""
+        return (x + 1.0) / 2.0
+
+    @staticmethod
+    def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+        """Pads the bottom and right of `[N, C, H, W]` to a multiple of `multiple` (reflection where possible)."""
+        height, width = x.shape[-2:]
+        pad_h, pad_w = -height % multiple, -width % multiple
+        if pad_h == 0 and pad_w == 0:
+            return x
+        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+        return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+    @staticmethod
+    def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+        """Start offsets of tiles of size `tile` covering `length`, overlapping by at least `overlap`."""
+        if tile >= length:
+            return [0]
+        count = math.ceil((length - overlap) / (tile - overlap))
+        # Spread the tiles evenly so that every overlap is at least `overlap` wide.
+        return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+
+    @staticmethod
+    def blend_weights(height: int, width: int, overlap: int, top: bool, bottom: bool, left: bool, right: bool):
+        """`[1, 1, H, W]` weights rising linearly across the overlap on sides that have a neighbour tile."""
+
+        def ramp(length: int, start: bool, end: bool) -> torch.Tensor:
+            weights = torch.ones(length)
+            if overlap > 0:
+                steps = torch.arange(1, overlap + 1, dtype=torch.float32) / (overlap + 1)
+                size = min(overlap, length)
+                if start:
+                    weights[:size] = steps[:size]
+                if end:
+                    weights[-size:] = torch.minimum(weights[-size:], steps[:size].flip(0))
+            return weights
+
+        return (ramp(height, top, bottom)[:, None] * ramp(width, left, right)[None, :])[None, None]
+
+    def tiles(self, height: int, width: int, tile_size: int | None, overlap: int):
+        """
+        Yields `(top, left, tile_height, tile_width, weight)` for overlapping tiles covering an image (one tile when
+        `tile_size` is None); `weight` `[1, 1, h, w]` blends the tiles so that the weights of every pixel sum to one
+        after normalisation.
+        """
+        tile_h, tile_w = min(tile_size or height, height), min(tile_size or width, width)
+        for top in self.tile_starts(height, tile_h, overlap):
+            for left in self.tile_starts(width, tile_w, overlap):
+                weight = self.blend_weights(
+                    tile_h, tile_w, overlap, top > 0, top + tile_h < height, left > 0, left + tile_w < width
+                )
+                yield top, left, tile_h, tile_w, weight
+
+    def num_tiles(self, height: int, width: int, tile_size: int | None, overlap: int) -> int:
+        return sum(1 for _ in self.tiles(height, width, tile_size, overlap))
+
+    # ---------------------------------------------------------------- spectral steps
+    def project(self, cube: torch.Tensor, rgb: torch.Tensor, saturation_level: float = 254.5 / 255) -> torch.Tensor:
+        r"""
+        RGB-consistent projection of a `[N, bands, H, W]` cube (units [0, 1]) onto the linear RGB `[N, 3, H, W]`.
+        Same operator as [`~hsr_diffusers.spectral.rgb_consistent_projection`]; pixels with a saturated channel are
+        left unchanged.
+        """
+        return project_tensor(cube, rgb, self.rendering, self.rendering_pinv, saturation_level)
+
+    def project_and_clip(self, cube: torch.Tensor, rgb: torch.Tensor, iterations: int = 8) -> torch.Tensor:
+        """
+        RGB-consistent projection that keeps the cube in [0, 1]: after each clip, the remaining RGB error is corrected
+        with the least-norm change of the bands that are free to move in the needed direction (an active-set
+        iteration). Pixels whose RGB cannot be reached by any cube in [0, 1], and saturated pixels, keep the closest
+        clipped result.
+        """
+        rendering = self.rendering.to(cube.device)  # [bands, 3]
+        pinv = self.rendering_pinv.to(cube.device)  # [3, bands]
+        cube = self.project(cube, rgb).clamp(0.0, 1.0).float()
+        batch, bands, height, width = cube.shape
+        pixels = cube.permute(0, 2, 3, 1).reshape(-1, bands)  # [P, bands]
+        targets = rgb.float().permute(0, 2, 3, 1).reshape(-1, 3)  # [P, 3]
+        # Only unsaturated pixels that the clip pushed off their RGB need the iteration.
+        active = (targets < 254.5 / 255).all(dim=1) & ((targets - pixels @ rendering).abs() > 1e-6).any(dim=1)
+        index = active.nonzero().squeeze(1)
+        for _ in range(iterations):
+            if index.numel() == 0:
+                break
+            spectra, residual = pixels[index], targets[index] - pixels[index] @ rendering  # [P', bands], [P', 3]
+            direction = residual @ pinv
+            free = (((spectra > 0) | (direction > 0)) & ((spectra < 1) | (direction < 0))).float()
+            # Per-pixel least-norm correction over the free bands: A_f (A_fᵀ A_f)⁻¹ r.
+            gram = torch.einsum("pc,cr,cs->prs", free, rendering, rendering) + 1e-9 * torch.eye(3, device=cube.device)
+            solution = torch.linalg.solve(gram, residual.unsqueeze(-1)).squeeze(-1)  # [P', 3]
+            spectra = (spectra + (solution @ rendering.T) * free).clamp(0.0, 1.0)
+            pixels[index] = spectra
+            still_off = ((targets[index] - spectra @ rendering).abs() > 1e-6).any(dim=1)
+            index = index[still_off]
+        return pixels.reshape(batch, height, width, bands).permute(0, 3, 1, 2).contiguous()
+
+    def render(self, cube: torch.Tensor) -> torch.Tensor:
+        """Linear RGB `[N, 3, H, W]` of a `[N, bands, H, W]` cube."""
+        return torch.einsum("nchw,cr->nrhw", cube.float(), self.rendering.to(cube.device))
+
+    def cube_to_rgb(self, cubes: np.ndarray | torch.Tensor, illuminant: str = "D65") -> np.ndarray:
+        """sRGB `uint8` previews of cubes (numpy `(N, H, W, bands)` or torch `(N, bands, H, W)`), under `illuminant`."""
+        return srgb_preview(cubes, self.wavelengths, illuminant=illuminant)

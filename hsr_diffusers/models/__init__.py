@@ -1,0 +1,17 @@
+from .awan import AWAN
+from .discriminators import PatchDiscriminator, PixelDiscriminator
+from .modeling_outputs import HSRModelOutput
+from .mst_plus_plus import MSTPlusPlus
+from .pixelgan_generator import HSRPixelGANGenerator
+from .root_polynomial import RootPolynomialRegression
+
+
+__all__ = [
+    "AWAN",
+    "HSRModelOutput",
+    "HSRPixelGANGenerator",
+    "MSTPlusPlus",
+    "PatchDiscriminator",
+    "PixelDiscriminator",
+    "RootPolynomialRegression",
+]

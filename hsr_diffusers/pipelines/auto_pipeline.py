@@ -1,0 +1,85 @@
+from collections import OrderedDict
+from importlib import resources
+from pathlib import Path
+
+from diffusers import DiffusionPipeline
+
+from hsr_diffusers.pipelines.hsr_diffusion.pipeline_hsr_diffusion import HSRDiffusionPipeline
+from hsr_diffusers.pipelines.hsr_pixelgan.pipeline_hsr_pixelgan import HSRPixelGANPipeline
+
+
+HSR_PIPELINES = OrderedDict(
+    [
+        ("HSRDiffusionPipeline", HSRDiffusionPipeline),
+        ("HSRPixelGANPipeline", HSRPixelGANPipeline),
+    ]
+)
+
+# Short names of the models that ship inside the package, resolved offline to `hsr_diffusers/pretrained/<name>`.
+BUNDLED_PREFIX = "hsr-diffusers/"
+
+
+def _bundled_root() -> Path:
+    return Path(str(resources.files("hsr_diffusers").joinpath("pretrained")))
+
+
+def list_pretrained() -> list[str]:
+    """Names of the pretrained pipelines bundled with the package, loadable offline with `HSRPipeline.from_pretrained`."""
+    root = _bundled_root()
+    if not root.is_dir():
+        return []
+    return sorted(BUNDLED_PREFIX + p.name for p in root.iterdir() if (p / "model_index.json").is_file())
+
+
+def resolve_pretrained(name_or_path: str | Path) -> str:
+    """Maps a bundled short name (`"hsr-diffusers/ddpm-cave"`) to its folder; anything else is returned unchanged."""
+    name = str(name_or_path)
+    if name.startswith(BUNDLED_PREFIX) and not Path(name).exists():
+        folder = _bundled_root() / name[len(BUNDLED_PREFIX) :]
+        if (folder / "model_index.json").is_file():
+            return str(folder)
+    return name
+
+
+class HSRPipeline:
+    r"""
+    The one entry point: [`HSRPipeline.from_pretrained`] reads `_class_name` from `model_index.json` and returns the
+    matching pipeline ([`HSRDiffusionPipeline`] or [`HSRPixelGANPipeline`]).
+
+    `DiffusionPipeline.from_pretrained` cannot do this itself, because it looks `_class_name` up in the diffusers
+    package only. This class is not instantiable.
+    """
+
+    def __init__(self, *args, **kwargs):
+        raise EnvironmentError(f"{self.__class__.__name__} is a loader: use `HSRPipeline.from_pretrained(...)`.")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> DiffusionPipeline:
+        r"""
+        Loads a saved HSR pipeline of any kind.
+
+        Args:
+            pretrained_model_name_or_path (`str` or `os.PathLike`):
+                A bundled name from [`list_pretrained`] (`"hsr-diffusers/ddpm-cave"`, loaded offline from the package),
+                a local folder written by `save_pretrained`, or a Hub repo id (downloaded through huggingface_hub as in
+                diffusers).
+            kwargs:
+                Passed to the pipeline's `from_pretrained` (`dtype`, `revision`, `cache_dir`, ...). Weights are read
+                from safetensors only.
+
+        Returns:
+            [`HSRDiffusionPipeline`] or [`HSRPixelGANPipeline`].
+        """
+        path = resolve_pretrained(pretrained_model_name_or_path)
+        config_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
+        config = DiffusionPipeline.load_config(path, **config_kwargs)
+        class_name = config.get("_class_name")
+        if class_name not in HSR_PIPELINES:
+            raise ValueError(
+                f"{pretrained_model_name_or_path} holds a {class_name!r} pipeline; HSRPipeline loads "
+                f"{', '.join(HSR_PIPELINES)}."
+            )
+        # Never unpickle: safetensors only, and no remote code.
+        kwargs.setdefault("use_safetensors", True)
+        kwargs.pop("trust_remote_code", None)
+        return HSR_PIPELINES[class_name].from_pretrained(path, **kwargs)

@@ -1,0 +1,185 @@
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.models import ModelMixin
+from diffusers.utils import replace_example_docstring
+
+from hsr_diffusers.image_processor import HSRImageProcessor, PipelineImageInput
+from hsr_diffusers.models.root_polynomial import RootPolynomialRegression
+from hsr_diffusers.pipelines.pipeline_output import HSRPipelineOutput
+from hsr_diffusers.spectral import DEFAULT_RESPONSE, WAVELENGTHS
+
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> import PIL.Image
+        >>> from hsr_diffusers import HSRPipeline
+
+        >>> pipe = HSRPipeline.from_pretrained("hsr-diffusers/pixelgan-cave")
+        >>> cube = pipe(PIL.Image.open("photo.png").convert("RGB")).cubes[0]  # (H, W, 31)
+        ```
+"""
+
+
+class HSRPixelGANPipeline(DiffusionPipeline):
+    r"""
+    Feed-forward spectral reconstruction: the pixel-based cGAN of the method (a pix2pix U-Net generator trained with L1
+    and a PixelGAN/PatchGAN loss), and any other feed-forward model with the same contract (AWAN, MST++, the
+    root-polynomial regression), in one forward pass per tile.
+
+    This model inherits from [`DiffusionPipeline`]. Check the superclass documentation for the generic methods
+    implemented for all pipelines (downloading, saving, running on a particular device, etc.).
+
+    Args:
+        unet ([`HSRPixelGANGenerator`] or another HSR feed-forward model):
+            Maps `[N, in_channels, H, W]` (RGB in [-1, 1], then the estimate when an estimator is set) to the cube in
+            [-1, 1]. Called `unet` as in the diffusion pipeline, because `generator` means a `torch.Generator` in
+            diffusers.
+        estimator ([`RootPolynomialRegression`], *optional*):
+            When set, the network sees the estimate as extra input channels and predicts the residual to it.
+        wavelengths (`list[int]`, *optional*, defaults to 400..700 step 10):
+            Band centres in nm, stored in `model_index.json`.
+        response (`str` or `list[list[float]]`, *optional*, defaults to `"cie1964_ntire2020"`):
+            Camera response the model was trained with; defines the RGB-consistency projection.
+        project_estimate (`bool`, *optional*, defaults to `True`):
+            Whether the estimate is made RGB-consistent before use (must match training).
+    """
+
+    model_cpu_offload_seq = "unet"
+    _optional_components = ["estimator"]
+
+    def __init__(
+        self,
+        unet: ModelMixin,
+        estimator: RootPolynomialRegression | None = None,
+        wavelengths: list[int] | None = None,
+        response: str | list = DEFAULT_RESPONSE,
+        project_estimate: bool = True,
+    ):
+        super().__init__()
+        self.register_modules(unet=unet, estimator=estimator)
+        wavelengths = list(WAVELENGTHS if wavelengths is None else wavelengths)
+        self.register_to_config(wavelengths=wavelengths, response=response, project_estimate=project_estimate)
+        self.num_bands = (
+            getattr(unet.config, "out_channels", len(wavelengths)) if unet is not None else len(wavelengths)
+        )
+        if self.num_bands != len(wavelengths):
+            raise ValueError(
+                f"unet.config.out_channels={self.num_bands} but {len(wavelengths)} wavelengths are given."
+            )
+        if unet is not None:
+            expected = 3 + (self.num_bands if estimator is not None else 0)
+            if unet.config.in_channels != expected:
+                raise ValueError(f"unet.config.in_channels must be {expected}, got {unet.config.in_channels}.")
+        self.image_processor = HSRImageProcessor(wavelengths, response)
+
+    @property
+    def downsample_factor(self) -> int:
+        return self.unet.downsample_factor
+
+    # Copied from hsr_diffusers.pipelines.hsr_diffusion.pipeline_hsr_diffusion.HSRDiffusionPipeline.check_inputs
+    def check_inputs(self, output_type: str, tile_size: int | None, tile_overlap: int):
+        if output_type not in ("np", "pt"):
+            raise ValueError(f"output_type must be 'np' or 'pt', got {output_type!r}.")
+        if tile_size is not None and (tile_size < 2 * tile_overlap + 8 or tile_size % self.downsample_factor):
+            raise ValueError(
+                f"tile_size must be a multiple of {self.downsample_factor} and larger than 2 * tile_overlap + 8, "
+                f"got tile_size={tile_size}, tile_overlap={tile_overlap}."
+            )
+        if tile_overlap < 0:
+            raise ValueError(f"tile_overlap must be non-negative, got {tile_overlap}.")
+
+    # Copied from hsr_diffusers.pipelines.hsr_diffusion.pipeline_hsr_diffusion.HSRDiffusionPipeline.prepare_estimate
+    def prepare_estimate(self, rgb: torch.Tensor) -> torch.Tensor:
+        """
+        The estimator's cube `[N, bands, H, W]` in [0, 1] for linear RGB `[N, 3, H, W]` in [0, 1], made RGB-consistent
+        when `project_estimate` is set. The training script calls this too, so that training and sampling condition on
+        the same estimate.
+        """
+        estimate = self.image_processor.denormalize(self.estimator(self.image_processor.normalize(rgb)).sample.float())
+        if self.config.project_estimate:
+            return self.image_processor.project_and_clip(estimate, rgb)
+        return estimate.clamp(0.0, 1.0)
+
+    def predict(self, rgb: torch.Tensor) -> torch.Tensor:
+        """
+        The network's cube `[N, bands, H, W]` in [-1, 1] units for linear RGB `[N, 3, H, W]` in [0, 1] of a size the
+        network accepts, before clipping and projection. The training script calls this, so that its loss sees exactly
+        what the pipeline returns.
+        """
+        model_input = self.image_processor.normalize(rgb)
+        if self.estimator is None:
+            return self.unet(model_input.to(self.unet.dtype)).sample.float()
+        estimate = self.image_processor.normalize(self.prepare_estimate(rgb))  # [N, bands, H, W]
+        model_input = torch.cat([model_input, estimate], dim=1).to(self.unet.dtype)
+        return estimate + self.unet(model_input).sample.float()
+
+    @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
+    def __call__(
+        self,
+        image: PipelineImageInput,
+        rgb_consistency: bool = True,
+        tile_size: int | None = None,
+        tile_overlap: int = 32,
+        output_type: str = "np",
+        return_dict: bool = True,
+    ) -> HSRPipelineOutput | tuple:
+        r"""
+        The call function to the pipeline for reconstruction.
+
+        Args:
+            image (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them):
+                Linear RGB input in the camera space the model was trained for (see `response`): a PIL image, a numpy
+                `(H, W, 3)` array (`uint8`, `uint16` or float in [0, 1]), a torch `(N, 3, H, W)` tensor in [0, 1], or a
+                list of same-sized images. Any height and width.
+            rgb_consistency (`bool`, *optional*, defaults to `True`):
+                Projects the output onto the cubes that render to the input RGB, so that it reproduces the input within
+                quantisation.
+            tile_size (`int`, *optional*):
+                Processes the image in overlapping tiles of this size, blended linearly across `tile_overlap` pixels;
+                memory then depends on the tile, not the image.
+            tile_overlap (`int`, *optional*, defaults to 32):
+                Overlap between tiles in pixels.
+            output_type (`str`, *optional*, defaults to `"np"`):
+                `"np"` for `(N, H, W, bands)` numpy arrays or `"pt"` for `(N, bands, H, W)` tensors.
+            return_dict (`bool`, *optional*, defaults to `True`):
+                Whether to return a [`HSRPipelineOutput`] instead of a tuple.
+
+        Examples:
+
+        Returns:
+            [`HSRPipelineOutput`] or `tuple`: the cubes, and `None` as uncertainty.
+        """
+        # 1. Check inputs and convert the RGB to [N, 3, H, W] in [0, 1]
+        self.check_inputs(output_type, tile_size, tile_overlap)
+        rgb = self.image_processor.preprocess(image)
+        batch, _, height, width = rgb.shape
+        device = self._execution_device
+
+        # 2. Run the network tile by tile (one tile when `tile_size` is None) and blend
+        cubes = torch.zeros(batch, self.num_bands, height, width)
+        weights = torch.zeros(1, 1, height, width)
+        num_tiles = self.image_processor.num_tiles(height, width, tile_size, tile_overlap)
+        with self.progress_bar(total=num_tiles) as progress_bar:
+            for top, left, tile_h, tile_w, weight in self.image_processor.tiles(
+                height, width, tile_size, tile_overlap
+            ):
+                rgb_tile = rgb[..., top : top + tile_h, left : left + tile_w].to(device)  # [N, 3, h, w]
+                padded = self.image_processor.pad_to_multiple(rgb_tile, self.downsample_factor)
+                cube = self.image_processor.denormalize(self.predict(padded))[..., :tile_h, :tile_w]
+                if rgb_consistency:
+                    cube = self.image_processor.project_and_clip(cube, rgb_tile)
+                cubes[..., top : top + tile_h, left : left + tile_w] += cube.clamp(0.0, 1.0).cpu().float() * weight
+                weights[..., top : top + tile_h, left : left + tile_w] += weight
+                progress_bar.update()
+        cubes /= weights  # [N, bands, H, W]
+
+        # 3. Post-process
+        if output_type == "np":
+            cubes = cubes.permute(0, 2, 3, 1).numpy()
+        self.maybe_free_model_hooks()
+
+        if not return_dict:
+            return (cubes, None)
+        return HSRPipelineOutput(cubes=cubes, uncertainty=None)

@@ -1,0 +1,140 @@
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
+
+from hsr_diffusers import HSRDiffusionPipeline, RootPolynomialRegression
+from hsr_diffusers.spectral import render_rgb
+
+from ..testing_utils import smooth_cube
+from .pipeline_tester_mixin import HSRPipelineTesterMixin
+
+
+def tiny_unet(in_channels: int = 34) -> UNet2DModel:
+    torch.manual_seed(0)
+    return UNet2DModel(
+        sample_size=8,
+        in_channels=in_channels,
+        out_channels=31,
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    )
+
+
+def fitted_estimator() -> RootPolynomialRegression:
+    cube = smooth_cube(16, 16, seed=7)
+    return RootPolynomialRegression(degree=2).fit(render_rgb(cube, mode="linear"), cube)
+
+
+class TestHSRDiffusionPipeline(HSRPipelineTesterMixin):
+    pipeline_class = HSRDiffusionPipeline
+    required_optional_params = HSRPipelineTesterMixin.required_optional_params | {
+        "num_inference_steps",
+        "num_samples",
+        "generator",
+        "latents",
+    }
+
+    def get_dummy_components(self):
+        return {"unet": tiny_unet(), "scheduler": DDPMScheduler(num_train_timesteps=1000)}
+
+    def get_dummy_inputs(self, seed=0):
+        return {
+            "image": self.rgb8(),
+            "num_inference_steps": 2,
+            "generator": torch.Generator("cpu").manual_seed(seed),
+        }
+
+    def test_expected_slice(self):
+        cubes = self.get_pipeline()(**self.get_dummy_inputs(), rgb_consistency=False).cubes
+        expected = np.array([1.0, 0.99694, 0.0, 0.99989, 0.0, 0.99999, 0.00718, 0.4359, 0.0005])
+        np.testing.assert_allclose(cubes[0, :3, :3, 10].ravel(), expected, atol=1e-3)
+
+    def test_generator_makes_it_deterministic(self):
+        pipe = self.get_pipeline()
+        first = pipe(**self.get_dummy_inputs(seed=1)).cubes
+        second = pipe(**self.get_dummy_inputs(seed=1)).cubes
+        other = pipe(**self.get_dummy_inputs(seed=2)).cubes
+        np.testing.assert_array_equal(first, second)
+        assert np.abs(first - other).max() > 1e-3
+
+    def test_num_samples_gives_mean_and_uncertainty(self):
+        pipe = self.get_pipeline()
+        # DDIM with eta=0 has no per-step noise, so a batched run must equal separate runs from the same latents.
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        output = pipe(**self.get_dummy_inputs(), num_samples=3)
+        assert output.cubes.shape == output.uncertainty.shape == (1, 8, 8, 31)
+        assert np.all(output.uncertainty >= 0) and output.uncertainty.max() > 0
+        assert pipe(**self.get_dummy_inputs()).uncertainty is None
+        # The mean and spread are those of the individual samples, which are drawn independently.
+        latents = torch.randn(3, 31, 8, 8, generator=torch.Generator().manual_seed(0))
+        batched = pipe(**self.get_dummy_inputs(), num_samples=3, latents=latents, output_type="pt")
+        singles = torch.cat(
+            [pipe(**self.get_dummy_inputs(), latents=latents[i : i + 1], output_type="pt").cubes for i in range(3)]
+        )
+        torch.testing.assert_close(batched.cubes[0], singles.mean(0), atol=1e-5, rtol=0)
+        torch.testing.assert_close(batched.uncertainty[0], singles.std(0), atol=1e-5, rtol=0)
+
+    @pytest.mark.parametrize("scheduler_class", [DDIMScheduler, DPMSolverMultistepScheduler])
+    def test_scheduler_swap(self, scheduler_class):
+        pipe = self.get_pipeline()
+        pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
+        inputs = {**self.get_dummy_inputs(), "num_inference_steps": 3}
+        cubes = pipe(**inputs).cubes
+        assert cubes.shape == (1, 8, 8, 31) and np.all(np.isfinite(cubes))
+
+    @pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+    def test_prediction_types_with_projection(self, prediction_type):
+        components = self.get_dummy_components()
+        components["scheduler"] = DDIMScheduler(num_train_timesteps=1000, prediction_type=prediction_type)
+        pipe = self.pipeline_class(**components)
+        pipe.set_progress_bar_config(disable=True)
+        rgb8 = self.rgb8(8, 8, seed=4)
+        cubes = pipe(rgb8, num_inference_steps=3, generator=torch.Generator().manual_seed(0)).cubes
+        assert np.abs(render_rgb(cubes[0], mode="linear") - rgb8 / 255).max() <= 1 / 255
+
+    def test_residual_diffusion_with_estimator(self, tmp_path):
+        estimator = fitted_estimator()
+        pipe = self.pipeline_class(
+            unet=tiny_unet(in_channels=3 + 31 + 31),
+            scheduler=DDPMScheduler(num_train_timesteps=1000, prediction_type="sample", clip_sample=False),
+            estimator=estimator,
+            residual_scale=4.0,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        # With a zero network the residual is pure (scaled) noise, so the mean over many samples is the estimate.
+        torch.nn.init.zeros_(pipe.unet.conv_out.weight)
+        torch.nn.init.zeros_(pipe.unet.conv_out.bias)
+        rgb8 = self.rgb8(8, 8, seed=5)
+        output = pipe(rgb8, num_inference_steps=1, rgb_consistency=False, generator=torch.Generator().manual_seed(0))
+        estimate = pipe.prepare_estimate(torch.from_numpy(rgb8 / 255.0).float().permute(2, 0, 1)[None])
+        # A one-step "sample" prediction returns the clean residual (zero) directly.
+        np.testing.assert_allclose(output.cubes[0], estimate[0].detach().permute(1, 2, 0).numpy(), atol=1e-5)
+        pipe.save_pretrained(tmp_path)
+        loaded = self.pipeline_class.from_pretrained(tmp_path)
+        assert isinstance(loaded.estimator, RootPolynomialRegression) and loaded.config.residual_scale == 4.0
+
+    def test_wrong_in_channels_rejected(self):
+        with pytest.raises(ValueError, match="in_channels"):
+            self.pipeline_class(
+                unet=tiny_unet(in_channels=34), scheduler=DDPMScheduler(), estimator=fitted_estimator()
+            )
+
+    def test_stock_unet_loads_from_subfolder(self, tmp_path):
+        pipe = self.get_pipeline()
+        pipe.save_pretrained(tmp_path)
+        unet = UNet2DModel.from_pretrained(tmp_path, subfolder="unet")
+        for name, tensor in pipe.unet.state_dict().items():
+            torch.testing.assert_close(unet.state_dict()[name], tensor)
+
+    def test_tile_size_must_fit_network(self):
+        pipe = self.get_pipeline()
+        with pytest.raises(ValueError, match="tile_size"):
+            pipe(**self.get_dummy_inputs(), tile_size=13)
+        with pytest.raises(ValueError, match="output_type"):
+            pipe(**self.get_dummy_inputs(), output_type="pil")
+        with pytest.raises(ValueError, match="num_samples"):
+            pipe(**self.get_dummy_inputs(), num_samples=0)

@@ -1,0 +1,93 @@
+import inspect
+
+import numpy as np
+import pytest
+import torch
+
+from hsr_diffusers import (
+    AWAN,
+    HSRDiffusionPipeline,
+    HSRPipeline,
+    HSRPixelGANGenerator,
+    HSRPixelGANPipeline,
+    MSTPlusPlus,
+    RootPolynomialRegression,
+)
+from hsr_diffusers.spectral import render_rgb
+
+from ..testing_utils import smooth_cube
+from .pipeline_tester_mixin import HSRPipelineTesterMixin
+
+
+def tiny_generator(in_channels: int = 3) -> HSRPixelGANGenerator:
+    torch.manual_seed(0)
+    return HSRPixelGANGenerator(in_channels=in_channels, out_channels=31, num_downs=3, ngf=4)
+
+
+class TestHSRPixelGANPipeline(HSRPipelineTesterMixin):
+    pipeline_class = HSRPixelGANPipeline
+
+    def get_dummy_components(self):
+        return {"unet": tiny_generator()}
+
+    def get_dummy_inputs(self, seed=0):
+        return {"image": self.rgb8()}
+
+    def test_expected_slice(self):
+        cubes = self.get_pipeline()(**self.get_dummy_inputs(), rgb_consistency=False).cubes
+        expected = np.array([0.51874, 0.50286, 0.50752, 0.48721, 0.52987, 0.46853, 0.49866, 0.54672, 0.53381])
+        np.testing.assert_allclose(cubes[0, :3, :3, 10].ravel(), expected, atol=1e-3)
+
+    def test_no_generator_argument(self):
+        # A deterministic pipeline takes no `generator` or `num_inference_steps` (diffusers rule).
+        parameters = inspect.signature(self.pipeline_class.__call__).parameters
+        assert "generator" not in parameters and "num_inference_steps" not in parameters
+
+    @pytest.mark.parametrize(
+        "make_model",
+        [
+            lambda: MSTPlusPlus(in_channels=3, out_channels=31, num_stages=1),
+            lambda: AWAN(in_channels=3, out_channels=31, num_channels=8, num_blocks=1),
+            lambda: RootPolynomialRegression(degree=2),
+        ],
+        ids=["mst_plus_plus", "awan", "root_polynomial"],
+    )
+    def test_other_feed_forward_models(self, make_model, tmp_path):
+        torch.manual_seed(0)
+        pipe = self.pipeline_class(unet=make_model())
+        pipe.set_progress_bar_config(disable=True)
+        rgb8 = self.rgb8(12, 12)
+        cubes = pipe(rgb8, tile_size=16, tile_overlap=4).cubes
+        assert cubes.shape == (1, 12, 12, 31)
+        assert np.abs(render_rgb(cubes[0], mode="linear") - rgb8 / 255).max() <= 1 / 255
+        pipe.save_pretrained(tmp_path)
+        loaded = HSRPipeline.from_pretrained(tmp_path)
+        loaded.set_progress_bar_config(disable=True)
+        np.testing.assert_allclose(loaded(rgb8, tile_size=16, tile_overlap=4).cubes, cubes, atol=1e-5)
+
+    def test_residual_over_estimator(self):
+        cube = smooth_cube(16, 16, seed=7)
+        estimator = RootPolynomialRegression(degree=2).fit(render_rgb(cube, mode="linear"), cube)
+        pipe = self.pipeline_class(unet=tiny_generator(in_channels=34), estimator=estimator)
+        pipe.set_progress_bar_config(disable=True)
+        for module in pipe.unet.modules():
+            if isinstance(module, torch.nn.ConvTranspose2d) and module.out_channels == 31:
+                torch.nn.init.zeros_(module.weight)
+                torch.nn.init.zeros_(module.bias)
+        rgb8 = self.rgb8(8, 8)
+        cubes = pipe(rgb8, rgb_consistency=False).cubes
+        estimate = pipe.prepare_estimate(torch.from_numpy(rgb8 / 255.0).float().permute(2, 0, 1)[None])
+        np.testing.assert_allclose(cubes[0], estimate[0].detach().permute(1, 2, 0).numpy(), atol=1e-5)
+
+
+def test_copied_code_is_in_sync():
+    for name in ("check_inputs", "prepare_estimate"):
+        source = inspect.getsource(getattr(HSRDiffusionPipeline, name))
+        copy = inspect.getsource(getattr(HSRPixelGANPipeline, name))
+        assert source == copy, f"{name} in HSRPixelGANPipeline drifted from HSRDiffusionPipeline"
+
+
+def test_unknown_pipeline_class_lists_known_ones(tmp_path):
+    (tmp_path / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    with pytest.raises(ValueError, match="HSRDiffusionPipeline, HSRPixelGANPipeline"):
+        HSRPipeline.from_pretrained(tmp_path)
