@@ -237,6 +237,8 @@ def main(args: argparse.Namespace) -> None:
     )
     scale = args.residual_scale
     for epoch in range(first_epoch, num_epochs):
+        if global_step >= max_train_steps:
+            break  # resumed from the final checkpoint: nothing left to train
         unet.train()
         train_dataset.set_epoch(epoch)
         train_dataloader.set_epoch(epoch)

@@ -221,6 +221,8 @@ def main(args: argparse.Namespace) -> None:
         range(max_train_steps), initial=global_step, disable=not accelerator.is_local_main_process, desc="Steps"
     )
     for epoch in range(first_epoch, num_epochs):
+        if global_step >= max_train_steps:
+            break  # resumed from the final checkpoint: nothing left to train
         unet.train()
         discriminator.train()
         train_dataset.set_epoch(epoch)

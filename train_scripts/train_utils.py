@@ -319,9 +319,9 @@ def validate(pipeline, split: datasets.Dataset | None, args, response, wavelengt
     Runs the released pipeline on full validation scenes (tiled), sharded across processes; returns metrics gathered
     over all processes (mean over scenes) and, on the main process, a preview grid for the first scene.
     """
-    if split is None or len(split) == 0:
+    count = 0 if split is None else min(len(split), args.max_validation_scenes)
+    if count == 0:
         return {}, None
-    count = min(len(split), args.max_validation_scenes)
     mine = list(range(accelerator.process_index, count, accelerator.num_processes))
     rows, grid = [], None
     for index in mine:

@@ -1,0 +1,54 @@
+"""Helpers shared by the benchmark scripts: machine description, Markdown tables, result files."""
+
+import os
+import platform
+import shlex
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def machine_info() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    device = f"CPU: {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    if torch.cuda.is_available():
+        device += f"; GPU: {torch.cuda.get_device_name(0)}"
+    return f"{device}; Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    def cell(value) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_result(name: str, title: str, body: str) -> Path:
+    """Writes `results/<name>.md` with the command, the date and the machine, and prints it."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    command = shlex.join(["python", *sys.argv])
+    text = (
+        f"# {title}\n\n"
+        f"- Command: `{command}`\n"
+        f"- Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}\n"
+        f"- Machine: {machine_info()}\n\n"
+        f"{body}\n"
+    )
+    path = RESULTS_DIR / f"{name}.md"
+    path.write_text(text)
+    print(text)
+    return path
