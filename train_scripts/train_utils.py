@@ -177,7 +177,9 @@ def load_splits(args, accelerator) -> tuple[datasets.Dataset, datasets.Dataset |
 
 
 def dataset_wavelengths(split: datasets.Dataset) -> list[float]:
-    return [float(w) for w in split.with_format("numpy", columns=["wavelengths"])[0]["wavelengths"]]
+    values = split.with_format("numpy", columns=["wavelengths"])[0]["wavelengths"]
+    # Whole-nanometre bands as ints, so that the pipeline config matches its `list[int]` annotation.
+    return [int(w) if float(w).is_integer() else float(w) for w in values]
 
 
 def make_train_dataset(args, split: datasets.Dataset, response: str) -> PatchDataset:

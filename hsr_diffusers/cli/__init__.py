@@ -17,13 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hsr", description="RGB to hyperspectral reconstruction tools.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"hsr_diffusers.cli.{name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"hsr_diffusers.cli.{name}":
-                raise
-            continue
-        module.add_parser(subparsers)
+        importlib.import_module(f"hsr_diffusers.cli.{name}").add_parser(subparsers)
     return parser
 
 

@@ -154,3 +154,19 @@ def test_projection_torch_matches_numpy_and_skips_saturated():
         torch.from_numpy(cube).permute(2, 0, 1)[None], torch.from_numpy(rgb).permute(2, 0, 1)[None]
     )
     np.testing.assert_allclose(result[0].permute(1, 2, 0).numpy(), expected, atol=1e-5)
+
+
+def test_srgb_to_camera_rgb_keeps_neutrals_and_fits_the_checker():
+    import colour
+
+    white = spectral.srgb_to_camera_rgb(np.ones((1, 1, 3)))
+    np.testing.assert_allclose(white, 1.0, atol=0.02)
+    grey = spectral.srgb_to_camera_rgb(np.full((1, 1, 3), 0.5))
+    assert np.ptp(grey) < 0.01
+    # The ColorChecker patches, photographed in sRGB, land near the camera RGB of their true spectra.
+    checker = colour.SDS_COLOURCHECKERS["ColorChecker N Ohta"]
+    spectra = np.stack([np.interp(WAVELENGTHS, sd.wavelengths, sd.values) for sd in checker.values()])[None]
+    camera = render_rgb(spectra, mode="linear")[0]
+    photographed = spectral.srgb_to_camera_rgb(srgb_preview(spectra)[0] / 255.0)
+    naive = spectral.srgb_to_linear(srgb_preview(spectra)[0] / 255.0)
+    assert np.abs(photographed - camera).max() < 0.03 < np.abs(naive - camera).max()

@@ -1,0 +1,243 @@
+r"""Regenerate `benchmarks/results/cave_tables.md`: every method on the CAVE validation scenes, in one command.
+
+    hsr data prepare --format cave ../shared/data/cave data/cave --split cave      # once: 10 train / 2 validation
+    python benchmarks/cave_tables.py --data data/cave --samples 8 --tile-size 256 \
+        --models ddpm=runs/ddpm_cave pixelgan=runs/gan_cave awan=runs/awan_cave \
+                 mst_plus_plus=runs/mst_cave root_poly=runs/root_poly_cave
+
+Each `name=path` is a pipeline folder written by the training scripts (or a bundled name). Every model sees the same RGB
+of each validation scene and is scored by `hsr_diffusers.evaluation.evaluate` with the same metrics. The report holds
+the exact command line, the machine, each model's training budget (read from its folder's README.md model card, else
+from its last `checkpoint-N`), the mean table, the per-scene table (one row per scene, one column group per method) and
+the uncertainty calibration of the diffusion model. Checkpoint selection, the same for every method: the final
+checkpoint of a fixed training budget; the validation scenes are not used to choose anything. Next to the Markdown,
+`cave_tables.csv` (one row per model and scene) and `cave_tables.json` keep every number.
+
+## ARAD-HS protocol (NTIRE 2020 clean track, 450 training / 10 validation scenes)
+
+    # NTIRE2020/ as downloaded: NTIRE2020_{Train,Validation}_Spectral/ARAD_HS_*.mat and
+    # NTIRE2020_{Train,Validation}_Clean/ARAD_HS_*_clean.png (the 8-bit clean-track RGB, paired by scene name).
+    # 1. One dataset with the official 450/10 split, each cube with its clean RGB.
+    hsr data prepare --format arad NTIRE2020 data/arad_hs --split ntire2020 --rgb-dir NTIRE2020 \
+        --response cie1964_ntire2020 --expected-bands 31
+    # 2. Every method on the same data with the same fixed budget; the final checkpoint is the one evaluated.
+    STEPS=100000
+    accelerate launch train_scripts/train_ddpm.py --train_data_dir data/arad_hs --model_config base \
+        --use_ema --max_train_steps $STEPS --output_dir runs/arad_hs/ddpm
+    accelerate launch train_scripts/train_pixelgan.py --train_data_dir data/arad_hs --model_config base \
+        --max_train_steps $STEPS --output_dir runs/arad_hs/pixelgan
+    accelerate launch train_scripts/train_pixelgan.py --train_data_dir data/arad_hs --model_config awan \
+        --gan_weight 0 --max_train_steps $STEPS --output_dir runs/arad_hs/awan
+    accelerate launch train_scripts/train_pixelgan.py --train_data_dir data/arad_hs --model_config mst_plus_plus \
+        --gan_weight 0 --max_train_steps $STEPS --output_dir runs/arad_hs/mst_plus_plus
+    python train_scripts/train_regression.py --train_data_dir data/arad_hs --output_dir runs/arad_hs/root_poly
+    # 3. All of them on the 10 validation scenes, full 482x512 images, with the same metrics.
+    hsr evaluate runs/arad_hs/ddpm runs/arad_hs/pixelgan runs/arad_hs/awan runs/arad_hs/mst_plus_plus \
+        runs/arad_hs/root_poly --data data/arad_hs --split validation --samples 8 --tile-size 256 \
+        --output-dir benchmarks/results/arad_hs
+
+## Output
+
+`--output` (default `benchmarks/results/cave_tables.md`) and the `.csv` and `.json` of the same stem.
+"""
+
+import argparse
+import json
+import re
+import shlex
+import subprocess
+import sys
+import textwrap
+from datetime import datetime, timezone
+from pathlib import Path
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS_DIR, machine_info  # noqa: E402
+
+
+CHECKPOINT_RULE = (
+    "the final checkpoint of a fixed training budget; the validation scenes are not used to choose anything "
+    "(no checkpoint, stopping step or hyper-parameter was picked by looking at them)"
+)
+
+
+def arad_protocol_commands() -> str:
+    """The ARAD-HS (NTIRE 2020 clean track) commands of this module's docstring, as shell text to paste."""
+    section = __doc__.split("## ARAD-HS protocol", 1)[1].split("\n## ", 1)[0]
+    title, body = section.split("\n", 1)
+    return f"# ARAD-HS protocol{title}\n" + textwrap.dedent(body).strip() + "\n"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", required=True, help="dataset folder prepared from the CAVE scenes (10/2 split)")
+    parser.add_argument(
+        "--models", nargs="+", required=True, metavar="NAME=PATH", help="pipeline folders (or bundled names) by name"
+    )
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--crop", type=int, default=0, help="border crop in pixels before scoring")
+    parser.add_argument("--steps", type=int, default=20, help="denoising steps of diffusion models")
+    parser.add_argument("--samples", type=int, default=8, help="samples per image of diffusion models (calibration)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tile-size", type=int, default=256, help="tile size (AWAN cannot run whole 512x512 on CPU)")
+    parser.add_argument("--tile-overlap", type=int, default=None, help="default: tile size / 8")
+    parser.add_argument("--max-scenes", type=int, default=None)
+    parser.add_argument("--device", default=None, help="device to run the models on (default: cpu)")
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "cave_tables.md")
+    args = parser.parse_args(argv)
+    args.model_paths = {}
+    for item in args.models:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            parser.error(f"--models takes NAME=PATH items, got {item!r}")
+        if name in args.model_paths:
+            parser.error(f"--models names must be distinct, got {name!r} twice")
+        args.model_paths[name] = path
+    arguments = sys.argv[1:] if argv is None else argv
+    args.command = shlex.join(["python", "benchmarks/cave_tables.py", *arguments])
+    return args
+
+
+# ---------------------------------------------------------------------------------------------------- budgets
+_CARD_PATTERNS = {
+    # The model cards of model_cards/ ("batch 16, 8000 steps", "...; 95.3 minutes of training.").
+    "train_steps": r"batch [^,\n]+, ([\d,]+) steps",
+    "batch_size": r"batch (\d+)",
+    "wall_time_minutes": r"([\d.]+) minutes of training",
+    "hardware": r"Hardware and time: (.+?); [\d.]+ minutes",
+}
+
+
+def read_training_budget(folder: str | Path) -> dict[str, str]:
+    r"""
+    What a pipeline folder says about its training: `train_steps`, `batch_size`, `wall_time_minutes`, `hardware`,
+    `training_command` and any other `- **key**: value` fact of its README.md model card; `train_steps` and
+    `wall_time_minutes` fall back to the last `checkpoint-N` folder and its `train_meta.json`. Empty when the folder
+    records nothing.
+    """
+    from hsr_diffusers.pipelines.auto_pipeline import resolve_pretrained
+
+    folder = Path(resolve_pretrained(folder))
+    facts: dict[str, str] = {}
+    readme = folder / "README.md"
+    if readme.is_file():
+        text = readme.read_text()
+        for key, value in re.findall(r"^\s*-\s*\*\*(\w+)\*\*:\s*(.+?)\s*$", text, re.MULTILINE):
+            facts.setdefault(key, value.strip("`"))
+        for key, pattern in _CARD_PATTERNS.items():
+            match = re.search(pattern, text)
+            if key not in facts and match:
+                facts[key] = match.group(1)
+        # Fenced blocks in order (opening and closing fences pair up), the first shell block naming a training script.
+        blocks = re.findall(r"^```(\w*)\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+        commands = [
+            body.strip() for lang, body in blocks if lang in ("", "bash", "sh") and re.search(r"train_\w+\.py", body)
+        ]
+        if "training_command" not in facts and commands:
+            facts["training_command"] = commands[0]
+    checkpoints = sorted(
+        (int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)
+    )
+    if checkpoints:
+        step, last = checkpoints[-1]
+        facts.setdefault("train_steps", str(step))
+        meta = last / "train_meta.json"
+        if "wall_time_minutes" not in facts and meta.is_file():
+            minutes = json.loads(meta.read_text()).get("wall_time_minutes")
+            if minutes is not None:
+                facts["wall_time_minutes"] = f"{minutes:.1f}"
+    return facts
+
+
+def budget_section(model_paths: dict[str, str]) -> str:
+    lines = [
+        "| Method | Folder | Steps | Batch | Wall time (min) | Hardware |",
+        "|---|---|---|---|---|---|",
+    ]
+    commands = []
+    for name, path in model_paths.items():
+        facts = read_training_budget(path)
+        cells = [
+            facts.get(key, "not recorded") for key in ("train_steps", "batch_size", "wall_time_minutes", "hardware")
+        ]
+        lines.append(f"| {name} | `{path}` | " + " | ".join(cells) + " |")
+        if "training_command" in facts:
+            commands.append(f"- **{name}**: `{facts['training_command']}`")
+        if "training_budget" in facts:
+            commands.append(f"- **{name}** budget: {facts['training_budget']}")
+    if commands:
+        lines += ["", "Training commands, as recorded in each folder:", "", *commands]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------- report
+def software_info() -> str:
+    import diffusers
+
+    import hsr_diffusers
+
+    text = f"diffusers {diffusers.__version__}, hsr-diffusers {hsr_diffusers.__version__}"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return text + (f", commit {commit}" if commit else "")
+
+
+def build_report(result, model_paths: dict[str, str], command: str) -> str:
+    """The whole Markdown report for an `EvaluationResult` of the models in `model_paths`."""
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        "# CAVE reproduction tables",
+        f"Generated by `benchmarks/cave_tables.py` on {date}. Regenerate with:",
+        f"```bash\n{command}\n```",
+        f"**Checkpoint selection (every method):** {CHECKPOINT_RULE}.",
+        f"**Machine:** {machine_info()}; {software_info()}.",
+        "## Training budgets",
+        budget_section(model_paths),
+        result.to_markdown(level=2).strip(),
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    from hsr_diffusers.evaluation import evaluate
+
+    args = parse_args(argv)
+    logging.basicConfig(format="%(message)s", level=logging.INFO)
+    result = evaluate(
+        args.model_paths,
+        args.data,
+        split=args.split,
+        crop=args.crop,
+        num_inference_steps=args.steps,
+        num_samples=args.samples,
+        seed=args.seed,
+        tile_size=args.tile_size,
+        tile_overlap=args.tile_overlap,
+        max_scenes=args.max_scenes,
+        device=args.device,
+    )
+    report = build_report(result, args.model_paths, args.command)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(report)
+    result.to_csv(args.output.with_suffix(".csv"))
+    result.to_json(args.output.with_suffix(".json"))
+    print(report)
+    print(f"Wrote {args.output} and its .csv and .json.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""The demo served on 127.0.0.1 and driven over HTTP with gradio_client: upload, run, spectra, downloads, limits."""
+
+import zipfile
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from hsr_diffusers.data import load_cube_with_wavelengths
+
+from .conftest import DDPM, GAN
+
+
+WAVELENGTHS = list(range(400, 701, 10))
+
+
+def read_download(paths: list[str], tmp_path: Path) -> tuple[np.ndarray, list[float]]:
+    tmp_path.mkdir(parents=True)
+    path = Path(paths[0])
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path) as bundle:
+            bundle.extractall(tmp_path)
+        path = next(tmp_path.glob("*.hdr"))
+    elif path.suffix == ".npy":
+        # The cube and its wavelengths come as two files; the reader finds the sidecar next to the cube.
+        sidecar = Path(paths[1])
+        assert sidecar.name == path.stem + ".wavelengths.npy"
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+        (tmp_path / sidecar.name).write_bytes(sidecar.read_bytes())
+        path = tmp_path / path.name
+    cube, wavelengths = load_cube_with_wavelengths(path)
+    return cube, list(wavelengths)
+
+
+def test_upload_run_download_and_spectrum(served_demo, image_files, tmp_path):
+    client = Client(served_demo, verbose=False, download_files=str(tmp_path / "downloads"))
+    assert {"/predict", "/spectrum_at", "/band", "/download"} <= set(
+        client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    )
+
+    outputs = client.predict(handle_file(image_files["photo"]), DDPM, 2, 2, 0, False, True, True, api_name="/predict")
+    preview, status = outputs[0], outputs[1]
+    assert Path(preview).is_file()
+    assert "Reconstructed 31 bands (400–700 nm) of a 32×24 image" in status
+
+    cubes = {}
+    for format in (".npy", ".h5", ".mat", "ENVI (.zip)"):
+        paths = client.predict(format, api_name="/download")
+        cube, wavelengths = read_download(paths, tmp_path / format.strip(".() "))
+        assert cube.shape == (24, 32, 31) and cube.dtype == np.float32
+        assert wavelengths == WAVELENGTHS, format
+        cubes[format] = cube
+    for cube in cubes.values():
+        np.testing.assert_array_equal(cube, cubes[".h5"])
+
+    # The spectrum endpoint reads the session's cube: same values as the download, plus σ over the 2 samples.
+    (
+        _,
+        spectrum,
+    ) = client.predict(7, 3, api_name="/spectrum_at")
+    assert (spectrum["x"], spectrum["y"]) == (7, 3) and spectrum["wavelengths"] == WAVELENGTHS
+    np.testing.assert_allclose(spectrum["reflectance"], cubes[".h5"][3, 7], atol=1e-6)
+    assert len(spectrum["std"]) == 31 and min(spectrum["std"]) >= 0
+
+    band = client.predict(4, api_name="/band")
+    assert band["label"] == "Band 5 of 31: 440 nm"
+    with pytest.raises(AppError, match=r"Pixel \(40, 3\) is outside the 32×24 image"):
+        client.predict(40, 3, api_name="/spectrum_at")
+
+
+def test_pixelgan_and_a_new_session_start_empty(served_demo, image_files):
+    client = Client(served_demo, verbose=False)
+    with pytest.raises(AppError, match="Run a reconstruction first"):
+        client.predict(0, 0, api_name="/spectrum_at")
+    outputs = client.predict(handle_file(image_files["photo"]), GAN, 1, 1, 0, False, True, True, api_name="/predict")
+    assert "with `tiny/pixelgan` (PixelGAN)" in outputs[1]
+    _, spectrum = client.predict(0, 0, api_name="/spectrum_at")
+    assert spectrum["std"] is None and len(spectrum["reflectance"]) == 31
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("gray", "The image is grayscale"),
+        ("rgba", "RGBA with transparent pixels"),
+        ("corrupt", "Could not read 'corrupt.png' as an image: it is corrupt or not an image file"),
+    ],
+)
+def test_bad_uploads_give_readable_errors(served_demo, image_files, name, message):
+    client = Client(served_demo, verbose=False)
+    with pytest.raises(AppError, match=message):
+        client.predict(handle_file(image_files[name]), GAN, 1, 1, 0, False, True, True, api_name="/predict")
+
+
+def test_uploads_above_max_file_size_are_refused(app, served_demo, tmp_path):
+    assert app.MAX_FILE_SIZE == "20mb"
+    big = tmp_path / "big.png"
+    with open(big, "wb") as file:
+        file.truncate(20 * 1024 * 1024 + 1024)
+    client = Client(served_demo, verbose=False)
+    with pytest.raises(ValueError, match="exceeds the maximum file size of 20971520 bytes"):
+        client.predict(handle_file(big), GAN, 1, 1, 0, False, True, True, api_name="/predict")
+    # The server refuses it too, whatever the client does.
+    with open(big, "rb") as file:
+        response = httpx.post(f"{served_demo}gradio_api/upload", files={"files": ("big.png", file)}, timeout=30)
+    assert response.status_code == 413
