@@ -35,7 +35,7 @@ from matplotlib.figure import Figure
 
 from hsr_diffusers import HSRDiffusionPipeline, HSRPipeline
 from hsr_diffusers.data import save_cube
-from hsr_diffusers.spectral import rendering_matrix, srgb_preview, srgb_to_camera_rgb, srgb_to_linear
+from hsr_diffusers.spectral import srgb_to_camera_rgb
 
 
 # Bundled models, loaded offline by name (`hsr_diffusers.list_pretrained()`).
