@@ -16,8 +16,9 @@ not recursive). For each image NAME.ext, OUT (default ./hsr_outputs) receives:
                          (with the +-1 sigma band of the samples when --samples > 1)
 
 The default format, h5, is one self-describing file (`cube`, and `wavelengths` with units) that Python, MATLAB
-(`h5read`) and most HDF5 tools read. Photos are sRGB-encoded; the models take linear RGB, so the sRGB curve is removed
-first unless `--input-space linear` says the file already holds linear values. Images over `--max-megapixels` are
+(`h5read`) and most HDF5 tools read. Photos are sRGB-encoded; the models take linear RGB in their camera space, so the sRGB curve is
+removed and a ColorChecker-fitted 3x3 matrix maps the colours (`hsr_diffusers.spectral.srgb_to_camera_rgb`), unless
+`--input-space linear` says the file already holds linear camera values. Images over `--max-megapixels` are
 processed in overlapping tiles of about that size, so memory depends on the tile, not on the photo.
 
 An unreadable file, a grayscale, CMYK or transparent image, an unsupported file type, an image whose output cubes would

@@ -192,15 +192,19 @@ def test_killed_run_resumes_to_the_same_result(tiny_dataset, tmp_path):
 
 
 def test_accelerate_launch_two_cpu_processes(tiny_dataset, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    # `accelerate launch --cpu --num_processes 2` starts a single process in accelerate 1.x; two CPU ranks need the
+    # multi-process launcher with the CPU forced through the environment.
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "ACCELERATE_USE_CPU": "true"}
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", str(TRAIN_SCRIPTS / "train_pixelgan.py"),
-        *common_args(tiny_dataset, tmp_path, 2, "--validation_steps", "1"),
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--num_cpu_threads_per_process", "1", "--mixed_precision", "no",
+        "--dynamo_backend", "no", str(TRAIN_SCRIPTS / "train_pixelgan.py"),
+        *common_args(tiny_dataset, tmp_path, 2, "--validation_steps", "1", "--max_validation_scenes", "2"),
     ]  # fmt: skip
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
     assert "step 1: val/mrae" in log  # metrics gathered over both processes
+    assert "2 process(es)" in (tmp_path / "README.md").read_text()  # a second rank really ran
     assert (tmp_path / "model_index.json").is_file()
     assert isinstance(HSRPipeline.from_pretrained(tmp_path), HSRPixelGANPipeline)
