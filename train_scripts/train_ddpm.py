@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +27,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_utils  # noqa: E402
 
-from hsr_diffusers import HSRDiffusionPipeline, RootPolynomialRegression  # noqa: E402
+from hsr_diffusers import HSRDiffusionPipeline  # noqa: E402
 
 
 logger = get_logger(__name__, log_level="INFO")
@@ -118,19 +117,7 @@ def main(args: argparse.Namespace) -> None:
     train_dataset = train_utils.make_train_dataset(args, train_split, response)
 
     # 2. Models: closed-form estimator (fitted once, saved beside the checkpoints), UNet, noise scheduler
-    estimator = None
-    if args.residual == "root_poly":
-        estimator_dir = Path(args.output_dir) / "estimator"
-        with accelerator.main_process_first():
-            if (estimator_dir / "config.json").is_file():
-                estimator = RootPolynomialRegression.from_pretrained(estimator_dir)
-            else:
-                estimator = train_utils.fit_root_polynomial(
-                    train_split, response, wavelengths, args.rgb_mode, args.root_poly_degree, seed=args.seed
-                )
-                if accelerator.is_main_process:
-                    estimator.save_pretrained(estimator_dir)
-        estimator.requires_grad_(False).to(accelerator.device)
+    estimator = train_utils.load_or_fit_estimator(args, accelerator, train_split, response, wavelengths)
     unet_config.update(in_channels=3 + num_bands * (2 if estimator is not None else 1), out_channels=num_bands)
     unet = UNet2DModel(**unet_config)
     noise_scheduler = DDPMScheduler(

@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import sys
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -35,7 +34,6 @@ from hsr_diffusers import (  # noqa: E402
     MSTPlusPlus,
     PatchDiscriminator,
     PixelDiscriminator,
-    RootPolynomialRegression,
 )
 
 
@@ -115,19 +113,7 @@ def main(args: argparse.Namespace) -> None:
     train_dataset = train_utils.make_train_dataset(args, train_split, response)
 
     # 2. Models: optional closed-form estimator, generator (registered as `unet`), discriminator
-    estimator = None
-    if args.residual == "root_poly":
-        estimator_dir = Path(args.output_dir) / "estimator"
-        with accelerator.main_process_first():
-            if (estimator_dir / "config.json").is_file():
-                estimator = RootPolynomialRegression.from_pretrained(estimator_dir)
-            else:
-                estimator = train_utils.fit_root_polynomial(
-                    train_split, response, wavelengths, args.rgb_mode, args.root_poly_degree, seed=args.seed
-                )
-                if accelerator.is_main_process:
-                    estimator.save_pretrained(estimator_dir)
-        estimator.requires_grad_(False).to(accelerator.device)
+    estimator = train_utils.load_or_fit_estimator(args, accelerator, train_split, response, wavelengths)
     generator_class = GENERATORS[args.generator]
     generator_config.update(in_channels=3 + (num_bands if estimator is not None else 0), out_channels=num_bands)
     unet = generator_class(**generator_config)

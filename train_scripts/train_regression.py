@@ -23,7 +23,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_utils  # noqa: E402
 
 from hsr_diffusers import HSRPixelGANPipeline  # noqa: E402
-from hsr_diffusers.spectral import RENDER_MODES  # noqa: E402
 
 
 logger = logging.getLogger(__name__)
@@ -31,25 +30,7 @@ logger = logging.getLogger(__name__)
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Fit the root-polynomial regression floor for RGB -> hyperspectral.")
-    data = parser.add_argument_group("data (as in train_ddpm.py and train_pixelgan.py)")
-    data.add_argument(
-        "--dataset_name", type=str, default=None, help="A 🤗 Hub dataset id written by `hsr data prepare`."
-    )
-    data.add_argument(
-        "--train_data_dir",
-        type=str,
-        default=None,
-        help="A dataset folder written by `hsr data prepare`, or a raw folder of cubes (prepared on the fly).",
-    )
-    data.add_argument("--train_split", type=str, default="train")
-    data.add_argument("--validation_split", type=str, default="validation")
-    data.add_argument(
-        "--response",
-        type=str,
-        default=None,
-        help="Camera response used to render RGB (default: the dataset's, else cie1964_ntire2020).",
-    )
-    data.add_argument("--rgb_mode", type=str, default="ntire2020_clean", choices=RENDER_MODES)
+    train_utils.add_data_args(parser)
 
     fit = parser.add_argument_group("fit")
     fit.add_argument(

@@ -48,8 +48,8 @@ def preset_path(family: str, name: str) -> str:
     return str(candidate) if candidate.is_file() else name
 
 
-def add_common_args(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by both scripts, spelled as in diffusers' training examples."""
+def add_data_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Where the cubes come from and how RGB is made from them (all training scripts)."""
     data = parser.add_argument_group("data")
     data.add_argument(
         "--dataset_name", type=str, default=None, help="A 🤗 Hub dataset id written by `hsr data prepare`."
@@ -69,6 +69,12 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
         help="Camera response used to render RGB (default: the dataset's, else cie1964_ntire2020).",
     )
     data.add_argument("--rgb_mode", type=str, default="ntire2020_clean", choices=RENDER_MODES)
+    return data
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by both network training scripts, spelled as in diffusers' training examples."""
+    data = add_data_args(parser)
     data.add_argument("--resolution", type=int, default=64, help="Side of the square training patches.")
     data.add_argument("--patches_per_scene", type=int, default=32, help="Random patches per scene and epoch.")
     data.add_argument("--in_memory", action="store_true", help="Load every cube into RAM (default: stream from disk).")
@@ -222,6 +228,26 @@ def fit_root_polynomial(
         rgbs.append(rgb.reshape(-1, 3)[flat])
     model = RootPolynomialRegression(degree=degree, in_channels=3, out_channels=len(wavelengths))
     return model.fit(np.concatenate(rgbs), np.concatenate(cubes))
+
+
+def load_or_fit_estimator(args, accelerator, train_split, response, wavelengths) -> RootPolynomialRegression | None:
+    """
+    The closed-form estimator of residual training (`--residual root_poly`), fitted once on the main process and saved
+    in `output_dir/estimator` so that a resumed run conditions on exactly the same estimate; None for `--residual none`.
+    """
+    if args.residual != "root_poly":
+        return None
+    estimator_dir = Path(args.output_dir) / "estimator"
+    with accelerator.main_process_first():
+        if (estimator_dir / "config.json").is_file():
+            estimator = RootPolynomialRegression.from_pretrained(estimator_dir)
+        else:
+            estimator = fit_root_polynomial(
+                train_split, response, wavelengths, args.rgb_mode, args.root_poly_degree, seed=args.seed
+            )
+            if accelerator.is_main_process:
+                estimator.save_pretrained(estimator_dir)
+    return estimator.requires_grad_(False).to(accelerator.device)
 
 
 # ---------------------------------------------------------------------------------------------------- checkpoints

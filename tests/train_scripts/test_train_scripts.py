@@ -1,5 +1,6 @@
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -195,8 +196,12 @@ def test_accelerate_launch_two_cpu_processes(tiny_dataset, tmp_path):
     # `accelerate launch --cpu --num_processes 2` starts a single process in accelerate 1.x; two CPU ranks need the
     # multi-process launcher with the CPU forced through the environment.
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "ACCELERATE_USE_CPU": "true"}
+    with socket.socket() as probe:  # a free port: the default 29500 may be held by another run on this machine
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--main_process_port", str(port),
         "--num_machines", "1", "--num_cpu_threads_per_process", "1", "--mixed_precision", "no",
         "--dynamo_backend", "no", str(TRAIN_SCRIPTS / "train_pixelgan.py"),
         *common_args(tiny_dataset, tmp_path, 2, "--validation_steps", "1", "--max_validation_scenes", "2"),
