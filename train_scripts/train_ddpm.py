@@ -348,6 +348,8 @@ def build_pipeline(accelerator, unet, ema_unet, noise_scheduler, pipeline, args)
         wavelengths=pipeline.config.wavelengths,
         response=pipeline.config.response,
         residual_scale=args.residual_scale,
+        # Attention at the lowest UNet level costs the square of its token count: tiles of a few patch sizes are fast.
+        default_tile_size=4 * args.resolution,
     )
 
 

@@ -514,7 +514,10 @@ def run_reconstruct(args: argparse.Namespace) -> int:
                     f"{available / 2**30:.1f} GiB are available; downscale it or use fewer --samples"
                 )
             tile_size = args.tile_size
-            if tile_size is None and height * width > args.max_megapixels * 1e6:
+            default_tile = getattr(pipe.config, "default_tile_size", None)
+            if tile_size is None and default_tile is not None:
+                tile_size = default_tile  # the model's own efficient tile (attention cost grows with the tile)
+            elif tile_size is None and height * width > args.max_megapixels * 1e6:
                 tile_size = auto_tile_size(args.max_megapixels, pipe.downsample_factor)
 
             pipe.set_progress_bar_config(disable=None, leave=False, desc=name)

@@ -138,3 +138,18 @@ class TestHSRDiffusionPipeline(HSRPipelineTesterMixin):
             pipe(**self.get_dummy_inputs(), output_type="pil")
         with pytest.raises(ValueError, match="num_samples"):
             pipe(**self.get_dummy_inputs(), num_samples=0)
+
+
+def test_default_tile_size_from_config_is_used(tmp_path):
+    pipe = HSRDiffusionPipeline(unet=tiny_unet(), scheduler=DDIMScheduler(), default_tile_size=16)
+    pipe.set_progress_bar_config(disable=True)
+    rgb8 = HSRPipelineTesterMixin.rgb8(40, 40, seed=3)
+
+    def run(**kwargs):
+        generator = torch.Generator().manual_seed(0)
+        return pipe(rgb8, num_inference_steps=2, generator=generator, tile_overlap=4, **kwargs).cubes
+
+    np.testing.assert_array_equal(run(), run(tile_size=16))
+    assert np.abs(run() - run(tile_size=40)).max() > 0  # a tile as large as the image: one piece
+    pipe.save_pretrained(tmp_path)
+    assert HSRDiffusionPipeline.from_pretrained(tmp_path).config.default_tile_size == 16
