@@ -82,7 +82,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "repo id (default: %(default)s)",
     )
     parser.add_argument(
-        "--steps", type=_positive_int, default=None, help="sampling steps of a diffusion model (default: 20)"
+        "--steps", type=_positive_int, default=None, help="sampling steps of a diffusion model (default: 10)"
     )
     parser.add_argument(
         "--samples",
@@ -473,7 +473,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
                 f"hsr reconstruct: {', '.join(ignored)} ignored: {args.model} is not a diffusion model.",
                 file=sys.stderr,
             )
-    steps = args.steps or 20
+    steps = args.steps or 10
     samples = (args.samples or 1) if is_diffusion else 1
     seed = 0 if args.seed is None else args.seed
     try:

@@ -188,7 +188,7 @@ def _read_image(image, max_megapixels: float, downscale: bool) -> tuple[PIL.Imag
 def predict(
     image,
     model_name: str,
-    steps: int = 20,
+    steps: int = 10,
     samples: int = 1,
     seed: int = 0,
     input_is_linear: bool = False,
@@ -558,7 +558,7 @@ def build_demo(pipelines: dict, examples: list[str] | None = None) -> gr.Blocks:
                     steps = gr.Slider(
                         1,
                         MAX_STEPS,
-                        value=20,
+                        value=10,
                         step=1,
                         label="Sampling steps (DDPM)",
                         interactive=first_is_diffusion,
