@@ -115,7 +115,12 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     ckpt.add_argument("--push_to_hub", action="store_true")
     ckpt.add_argument("--hub_model_id", type=str, default=None)
     ckpt.add_argument("--hub_token", type=str, default=None)
-    ckpt.add_argument("--model_card", type=str, default=None, help="Model card template from model_cards/ to fill in.")
+    ckpt.add_argument(
+        "--model_card",
+        type=str,
+        default=None,
+        help="Model card template (a path, or a name in model_cards/templates/).",
+    )
 
 
 def parse_with_preset(parser: argparse.ArgumentParser, family: str, argv: list[str] | None):
@@ -404,10 +409,10 @@ def machine_description(accelerator) -> str:
 
 
 def write_model_card(args, output_dir: str | Path, facts: dict) -> None:
-    """Fills `model_cards/<template>.md` (Python `{field}` placeholders) and writes it as the folder's README.md."""
+    """Fills `model_cards/templates/<template>.md` (`{field}` placeholders) and writes it as the folder's README.md."""
     template_path = Path(args.model_card) if args.model_card else None
     if template_path is not None and not template_path.is_file():
-        template_path = REPO_ROOT / "model_cards" / args.model_card
+        template_path = REPO_ROOT / "model_cards" / "templates" / args.model_card
     if template_path is None or not template_path.is_file():
         lines = ["# HSR pipeline", "", "Trained with hsr-diffusers.", ""]
         lines += [f"- **{key}**: {value}" for key, value in facts.items()]

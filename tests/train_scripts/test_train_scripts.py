@@ -48,7 +48,16 @@ def test_train_ddpm_two_steps_saves_loadable_pipeline(tiny_dataset, tmp_path):
     train_ddpm.main(
         train_ddpm.parse_args(
             common_args(
-                tiny_dataset, tmp_path, 2, "--use_ema", "--sam_weight", "0.1", "--validation_inference_steps", "2"
+                tiny_dataset,
+                tmp_path,
+                2,
+                "--use_ema",
+                "--sam_weight",
+                "0.1",
+                "--validation_inference_steps",
+                "2",
+                "--model_card",
+                "hsr-diffusion-cave.md",
             )
         )
     )
@@ -59,7 +68,8 @@ def test_train_ddpm_two_steps_saves_loadable_pipeline(tiny_dataset, tmp_path):
     assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-2"]
     assert (tmp_path / "checkpoint-2" / "unet_ema").is_dir()
     card = (tmp_path / "README.md").read_text()
-    assert "train_ddpm.py" in card and "RMSE" in card
+    assert "train_ddpm.py" in card and "RMSE" in card and "pipeline_tag: image-to-image" in card
+    assert "{" + "train_steps}" not in card and "batch 2, 2 steps" in card  # the template was filled in
     pipe = HSRPipeline.from_pretrained(tmp_path)
     assert isinstance(pipe, HSRDiffusionPipeline) and pipe.estimator is not None
     pipe.set_progress_bar_config(disable=True)
