@@ -71,3 +71,16 @@ def test_bundled_models_beat_the_root_polynomial_floor_on_cave_validation(name):
             .numpy()
         )
         assert metrics.sam(pred, cube) < metrics.sam(estimate, cube)
+
+
+@pytest.mark.parametrize("card", ["hsr-diffusion-cave.md", "hsr-pixelgan-cave.md"])
+def test_model_cards_have_hub_metadata_and_the_measured_table(card):
+    from huggingface_hub import ModelCard
+
+    path = Path(__file__).resolve().parents[2] / "model_cards" / card
+    data = ModelCard.load(path).data
+    assert data.pipeline_tag == "image-to-image" and data.license and data.datasets and data.metrics
+    assert {"hyperspectral", "spectral-reconstruction", "diffusers"} <= set(data.tags)
+    text = path.read_text()
+    assert "cave_tables.py" in text and "| RMSE ↓ |" not in text.split("## Evaluation")[0]
+    assert "{" not in text.split("## Evaluation")[1].split("```")[0]  # no unfilled template fields
