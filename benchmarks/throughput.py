@@ -31,6 +31,8 @@ def parse_args(argv=None):
     parser.add_argument("--awan", default=None, help="Trained AWAN pipeline folder (default: random weights).")
     parser.add_argument("--megapixels", type=float, nargs="+", default=[0.25, 1.0, 4.0, 12.0])
     parser.add_argument("--max_megapixels_slow", type=float, default=1.0, help="Largest size for MST++ and AWAN.")
+    parser.add_argument("--max_megapixels_ddpm", type=float, default=1.0, help="Largest size for the DDPM.")
+    parser.add_argument("--max_megapixels_awan", type=float, default=0.25, help="Largest size for AWAN.")
     parser.add_argument("--ddpm_steps", type=int, default=10)
     parser.add_argument("--tile_size", type=int, default=256)
     parser.add_argument("--timeout", type=int, default=900)
@@ -80,16 +82,16 @@ def main(args):
         print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
         return
     pipelines = [
-        (f"DDPM ({args.ddpm_steps} steps)", "ddpm", args.ddpm, False),
-        ("PixelGAN", "gan", args.pixelgan, False),
-        ("MST++", "gan", args.mst, True),
-        ("AWAN", "gan", args.awan, True),
+        (f"DDPM ({args.ddpm_steps} steps)", "ddpm", args.ddpm, args.max_megapixels_ddpm),
+        ("PixelGAN", "gan", args.pixelgan, None),
+        ("MST++", "gan", args.mst, args.max_megapixels_slow),
+        ("AWAN", "gan", args.awan, min(args.max_megapixels_slow, args.max_megapixels_awan)),
     ]
     rows, speed = [], {}
-    for label, kind, path, slow in pipelines:
+    for label, kind, path, largest in pipelines:
         for megapixels in args.megapixels:
-            if slow and megapixels > args.max_megapixels_slow:
-                rows.append([label, megapixels, "-", "skipped (--max_megapixels_slow)", "-", "-"])
+            if largest is not None and megapixels > largest:
+                rows.append([label, megapixels, "-", f"skipped (over {largest:g} MP for this model)", "-", "-"])
                 continue
             spec = {
                 "name": label,
@@ -107,7 +109,8 @@ def main(args):
                 continue
             lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
             if done.returncode != 0 or not lines:
-                rows.append([label, megapixels, "-", "failed: " + done.stderr.strip().splitlines()[-1][:80], "-", "-"])
+                last_line = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+                rows.append([label, megapixels, "-", "failed: " + last_line[:80], "-", "-"])
                 continue
             result = json.loads(lines[-1][len("RESULT ") :])
             mp_per_s = megapixels / result["seconds"]
