@@ -332,6 +332,11 @@ def main(args: argparse.Namespace) -> None:
         )
         if args.push_to_hub:
             train_utils.push_folder(args, args.output_dir)
+    accelerator.wait_for_everyone()
+    # Release the DDP wrapper (and its gloo reducer) while the process group still exists: dropping it after
+    # `end_training` destroyed the group can hang the process at exit.
+    del unet, optimizer, train_dataloader, lr_scheduler
+    accelerator.free_memory()
     accelerator.end_training()
 
 

@@ -311,6 +311,11 @@ def main(args: argparse.Namespace) -> None:
         )
         if args.push_to_hub:
             train_utils.push_folder(args, args.output_dir)
+    accelerator.wait_for_everyone()
+    # Release the DDP wrappers (and their gloo reducers) while the process group still exists: dropping them after
+    # `end_training` destroyed the group can hang the process at exit.
+    del unet, discriminator, optimizer_g, optimizer_d, train_dataloader, lr_scheduler_g, lr_scheduler_d
+    accelerator.free_memory()
     accelerator.end_training()
 
 

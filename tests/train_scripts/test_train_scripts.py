@@ -216,9 +216,17 @@ def test_accelerate_launch_two_cpu_processes(tiny_dataset, tmp_path):
         "--dynamo_backend", "no", str(TRAIN_SCRIPTS / "train_pixelgan.py"),
         *common_args(tiny_dataset, tmp_path, 2, "--validation_steps", "1", "--max_validation_scenes", "2"),
     ]  # fmt: skip
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    log = result.stdout + result.stderr
+    # Own session, so that a hung rank can be killed with its launcher instead of outliving the test.
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        log, _ = process.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        log, _ = process.communicate()
+        pytest.fail("the two-process run did not finish within 240 s:\n" + log[-3000:])
+    assert process.returncode == 0, log[-3000:]
     assert "step 1: val/mrae" in log  # metrics gathered over both processes
     assert "2 process(es)" in (tmp_path / "README.md").read_text()  # a second rank really ran
     assert (tmp_path / "model_index.json").is_file()
