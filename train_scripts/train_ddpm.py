@@ -8,16 +8,13 @@ accelerate save/load hooks writing diffusers-format folders, EMA, checkpoint-N w
 """
 
 import argparse
-import logging
 import math
 import os
 import sys
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel, compute_snr
@@ -91,19 +88,7 @@ def main(args: argparse.Namespace) -> None:
     timer = train_utils.Timer(meta.get("wall_time_minutes", 0.0))
     if args.residual_scale is None and "residual_scale" in meta:
         args.residual_scale = meta["residual_scale"]
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(
-            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
-        ),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
-    )
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    set_seed(args.seed)
-    if accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
+    accelerator = train_utils.make_accelerator(args)
 
     # 1. Data: stream patches; check the band count against the model before anything trains
     train_split, validation_split, response = train_utils.load_splits(args, accelerator)

@@ -9,16 +9,13 @@ frozen during the generator step. `--gan_weight 0` trains the generator as a pla
 """
 
 import argparse
-import logging
 import math
 import os
 import sys
 
 import torch
 import torch.nn as nn
-from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
@@ -87,19 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(args: argparse.Namespace) -> None:
     checkpoint, global_step = train_utils.resolve_resume(args)
     timer = train_utils.Timer(train_utils.read_meta(checkpoint).get("wall_time_minutes", 0.0))
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(
-            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
-        ),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
-    )
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    set_seed(args.seed)
-    if accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
+    accelerator = train_utils.make_accelerator(args)
 
     # 1. Data, with the band count checked against the model before anything trains
     train_split, validation_split, response = train_utils.load_splits(args, accelerator)

@@ -158,6 +158,28 @@ def check_args(args) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- data
+def make_accelerator(args):
+    """The `Accelerator` of a training run (seedable sampler, so a resumed run sees the same batches), with logging,
+    the seed and the output folder set up."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
+        ),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+    )
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    set_seed(args.seed)
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+    return accelerator
+
+
 def load_splits(args, accelerator) -> tuple[datasets.Dataset, datasets.Dataset | None, str]:
     """The training and validation splits and the response to render RGB with."""
     recorded = None
