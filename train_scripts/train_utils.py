@@ -13,7 +13,6 @@ import re
 import shlex
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -478,7 +477,3 @@ class Timer:
 
     def minutes(self) -> float:
         return self.previous + (time.perf_counter() - self.start) / 60
-
-
-def temporary_directory() -> str:
-    return tempfile.mkdtemp(prefix="hsr-train-")
