@@ -1,7 +1,7 @@
 r"""Regenerate `benchmarks/results/cave_tables.md`: every method on the CAVE validation scenes, in one command.
 
     hsr data prepare --format cave ../shared/data/cave data/cave --split cave      # once: 10 train / 2 validation
-    python benchmarks/cave_tables.py --data data/cave --samples 8 --tile-size 256 \
+    python benchmarks/cave_tables.py --data data/cave --samples 8 \
         --models ddpm=runs/ddpm_cave pixelgan=runs/gan_cave awan=runs/awan_cave \
                  mst_plus_plus=runs/mst_cave root_poly=runs/root_poly_cave
 
@@ -79,10 +79,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--split", default="validation")
     parser.add_argument("--crop", type=int, default=0, help="border crop in pixels before scoring")
-    parser.add_argument("--steps", type=int, default=20, help="denoising steps of diffusion models")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: each model's own)")
     parser.add_argument("--samples", type=int, default=8, help="samples per image of diffusion models (calibration)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tile-size", type=int, default=256, help="tile size (AWAN cannot run whole 512x512 on CPU)")
+    parser.add_argument("--tile-size", type=int, default=None, help="tile size (default: each model's own tiling)")
     parser.add_argument("--tile-overlap", type=int, default=None, help="default: tile size / 8")
     parser.add_argument("--max-scenes", type=int, default=None)
     parser.add_argument("--device", default=None, help="device to run the models on (default: cpu)")

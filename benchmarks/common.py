@@ -7,6 +7,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -52,3 +53,15 @@ def write_result(name: str, title: str, body: str) -> Path:
     path.write_text(text)
     print(text)
     return path
+
+
+def photo_rgb(height: int, width: int, name: str = "coffee.png") -> np.ndarray:
+    """A bundled example photo resized to `height` x `width` and converted to the models' linear camera RGB, as `hsr
+    reconstruct` does: speed benchmarks then see photo colours (the projection's work depends on them)."""
+    from PIL import Image
+
+    from hsr_diffusers.spectral import srgb_to_camera_rgb
+
+    photo = Image.open(Path(__file__).resolve().parents[1] / "examples" / name).convert("RGB")
+    photo = photo.resize((width, height), Image.Resampling.BICUBIC)
+    return srgb_to_camera_rgb(np.asarray(photo, dtype=np.float32) / 255.0)

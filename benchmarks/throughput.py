@@ -5,7 +5,10 @@
 Every (pipeline, size) pair runs in a fresh subprocess, so that its peak resident memory (ru_maxrss) is its own. MST++
 and AWAN are this package's re-implementations at their published sizes; speed does not depend on their weights, so they
 run with random weights unless `--mst` / `--awan` name trained folders. Ratios to MST++ are computed within this run, on
-this machine. Images larger than `--tile_size` squared pixels are tiled (`tile_size`, overlap 32).
+this machine. The input is a bundled example photo resized to each size and converted to camera RGB, as `hsr
+reconstruct` does. Every pipeline runs as shipped: its own default steps and tiling (`default_num_inference_steps`,
+`default_tile_size`); a pipeline without a tile size of its own is tiled at `--tile_size` (overlap 32) when the image
+is larger than one tile, so that memory stays bounded.
 """
 
 import argparse
@@ -16,11 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, write_result  # noqa: E402
+from common import markdown_table, photo_rgb, write_result  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -33,8 +34,8 @@ def parse_args(argv=None):
     parser.add_argument("--max_megapixels_slow", type=float, default=1.0, help="Largest size for MST++ and AWAN.")
     parser.add_argument("--max_megapixels_ddpm", type=float, default=1.0, help="Largest size for the DDPM.")
     parser.add_argument("--max_megapixels_awan", type=float, default=0.25, help="Largest size for AWAN.")
-    parser.add_argument("--ddpm_steps", type=int, default=10)
-    parser.add_argument("--tile_size", type=int, default=256)
+    parser.add_argument("--ddpm_steps", type=int, default=None, help="Default: the pipeline's own.")
+    parser.add_argument("--tile_size", type=int, default=512, help="For pipelines without a default tile size.")
     parser.add_argument("--timeout", type=int, default=900)
     parser.add_argument("--output", default="throughput")
     parser.add_argument("--worker", type=str, default=None, help=argparse.SUPPRESS)
@@ -49,8 +50,9 @@ def build(name: str, path: str | None):
     if path:
         return HSRPipeline.from_pretrained(path)
     torch.manual_seed(0)
-    model = MSTPlusPlus() if name == "MST++" else AWAN(num_channels=96)
-    return HSRPixelGANPipeline(unet=model)
+    if name == "MST++":
+        return HSRPixelGANPipeline(unet=MSTPlusPlus())
+    return HSRPixelGANPipeline(unet=AWAN(num_channels=96), default_tile_size=256)  # as train_pixelgan.py ships it
 
 
 def worker(spec: dict) -> dict:
@@ -62,19 +64,24 @@ def worker(spec: dict) -> dict:
     pipe.set_progress_bar_config(disable=True)
     side = int(round((spec["megapixels"] * 1e6) ** 0.5))
     height, width = side, int(round(spec["megapixels"] * 1e6 / side))
-    rng = np.random.default_rng(0)
-    # Smooth, photo-like content (the models' speed does not depend on it, the projection's iterations do a little).
-    coarse = rng.uniform(0.05, 0.6, size=(height // 32 + 2, width // 32 + 2, 3)).astype(np.float32)
-    rgb = np.kron(coarse, np.ones((32, 32, 1), np.float32))[:height, :width]
-    tile = spec["tile_size"] if height * width > spec["tile_size"] ** 2 else None
-    kwargs = {"tile_size": tile, "tile_overlap": 32}
+    rgb = photo_rgb(height, width)
+    kwargs, tile = {}, pipe.config.get("default_tile_size")
+    if not tile and height * width > spec["tile_size"] ** 2:
+        tile = spec["tile_size"]
+        kwargs = {"tile_size": tile, "tile_overlap": 32}
     if spec["kind"] == "ddpm":
         kwargs.update(num_inference_steps=spec["steps"], generator=torch.Generator().manual_seed(0))
     start = time.perf_counter()
     pipe(rgb, **kwargs)
     seconds = time.perf_counter() - start
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": seconds, "peak_mib": peak_mib, "height": height, "width": width, "tiled": tile is not None}
+    steps = spec["steps"] or pipe.config.get("default_num_inference_steps")
+    return {"seconds": seconds, "peak_mib": peak_mib, "height": height, "width": width, "tile": tile, "steps": steps}
+
+
+def _settings(result: dict) -> str:
+    text = f"tiles {result['tile']}" if result["tile"] else "whole image"
+    return f"{result['steps']} steps, {text}" if result["steps"] else text
 
 
 def main(args):
@@ -82,7 +89,7 @@ def main(args):
         print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
         return
     pipelines = [
-        (f"DDPM ({args.ddpm_steps} steps)", "ddpm", args.ddpm, args.max_megapixels_ddpm),
+        ("DDPM", "ddpm", args.ddpm, args.max_megapixels_ddpm),
         ("PixelGAN", "gan", args.pixelgan, None),
         ("MST++", "gan", args.mst, args.max_megapixels_slow),
         ("AWAN", "gan", args.awan, min(args.max_megapixels_slow, args.max_megapixels_awan)),
@@ -91,7 +98,7 @@ def main(args):
     for label, kind, path, largest in pipelines:
         for megapixels in args.megapixels:
             if largest is not None and megapixels > largest:
-                rows.append([label, megapixels, "-", f"skipped (over {largest:g} MP for this model)", "-", "-"])
+                rows.append([label, megapixels, "-", "-", f"skipped (over {largest:g} MP for this model)", "-", "-"])
                 continue
             spec = {
                 "name": label,
@@ -105,12 +112,12 @@ def main(args):
             try:
                 done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
             except subprocess.TimeoutExpired:
-                rows.append([label, megapixels, "-", f"timeout after {args.timeout} s", "-", "-"])
+                rows.append([label, megapixels, "-", "-", f"timeout after {args.timeout} s", "-", "-"])
                 continue
             lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
             if done.returncode != 0 or not lines:
                 last_line = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
-                rows.append([label, megapixels, "-", "failed: " + last_line[:80], "-", "-"])
+                rows.append([label, megapixels, "-", "-", "failed: " + last_line[:80], "-", "-"])
                 continue
             result = json.loads(lines[-1][len("RESULT ") :])
             mp_per_s = megapixels / result["seconds"]
@@ -119,7 +126,8 @@ def main(args):
                 [
                     label,
                     megapixels,
-                    f"{result['height']}x{result['width']}" + (" tiled" if result["tiled"] else ""),
+                    f"{result['height']}x{result['width']}",
+                    _settings(result),
                     round(result["seconds"], 2),
                     round(mp_per_s, 4),
                     round(result["peak_mib"]),
@@ -135,7 +143,7 @@ def main(args):
                     [label, megapixels, round(speed[(label, megapixels)] / speed[("MST++", megapixels)], 2)]
                 )
     body = (
-        markdown_table(["pipeline", "megapixels", "image", "seconds", "MP/s", "peak RSS (MiB)"], rows)
+        markdown_table(["pipeline", "megapixels", "image", "settings", "seconds", "MP/s", "peak RSS (MiB)"], rows)
         + "\n\nThroughput relative to MST++ at the same size (same run, same machine):\n\n"
         + markdown_table(["pipeline", "megapixels", "x MST++"], ratio_rows)
         + "\n"

@@ -196,7 +196,8 @@ class EvaluationResult:
             it is not 0) and, for diffusion pipelines with several samples, the [`CALIBRATION_COLUMNS`] of that scene.
         methods (`dict[str, dict]`):
             Per method, in evaluation order: `pipeline` (class name), `model` (network class, with the estimator),
-            `num_parameters`, `source` (folder or `"in memory"`) and `response`.
+            `num_parameters`, `source` (folder or `"in memory"`), `response` and `run_with` (tiling and, for
+            diffusion pipelines, steps as actually used).
         calibration (`dict[str, dict]`):
             Per diffusion method run with `num_samples > 1`: the calibration pooled over every value of every scene.
         settings (`dict`):
@@ -232,14 +233,15 @@ class EvaluationResult:
         tiles = (
             f"tiles of {s['tile_size']} px with {s['tile_overlap']} px overlap"
             if s["tile_size"]
-            else "whole images (no tiling)"
+            else "each pipeline's own default tiling (column *Run with*)"
         )
         rgb = (
             f"`{s['rgb_mode']}` rendering of the cube through each pipeline's response (the dataset's paired RGB where a "
             "scene has one)"
         )
+        steps = s["num_inference_steps"] or "their default number of"
         sampling = (
-            f"diffusion pipelines: {s['num_inference_steps']} steps, {s['num_samples']} sample(s) per image "
+            f"diffusion pipelines: {steps} steps, {s['num_samples']} sample(s) per image "
             f"({'metrics of the sample mean' if s['num_samples'] > 1 else 'one sample'}), seed {s['seed']}"
         )
         return (
@@ -254,11 +256,11 @@ class EvaluationResult:
     def mean_table(self) -> str:
         """One row per method: the mean over scenes of every metric, the parameter count and the time per image."""
         columns = (*METRIC_COLUMNS, "time_s")
-        header = ["Method", "Model", "Params (M)", *(_HEADERS[c][0] for c in columns)]
+        header = ["Method", "Model", "Params (M)", "Run with", *(_HEADERS[c][0] for c in columns)]
         lines = _table_head(header)
         for method, values in self.means().items():
             info = self.methods[method]
-            cells = [method, info["model"], f"{info['num_parameters'] / 1e6:.3g}"]
+            cells = [method, info["model"], f"{info['num_parameters'] / 1e6:.3g}", info.get("run_with", "")]
             cells += [_format(values[c], _HEADERS[c][1]) for c in columns]
             lines.append(_table_row(cells))
         return "\n".join(lines)
@@ -432,6 +434,21 @@ def _describe(pipe: DiffusionPipeline, source: str) -> dict:
     }
 
 
+def _is_diffusion(pipe: DiffusionPipeline) -> bool:
+    return "num_inference_steps" in inspect.signature(pipe.__call__).parameters
+
+
+def _run_with(pipe: DiffusionPipeline, steps: int | None, tile_size: int | None, tile_overlap: int | None) -> str:
+    """The sampling steps and tiling a pipeline runs with, resolving its own defaults as its `__call__` does."""
+    config = pipe.config
+    if tile_size is None:
+        tile_size, tile_overlap = config.get("default_tile_size"), config.get("default_tile_overlap", 32)
+    text = f"tiles {tile_size}/{tile_overlap}" if tile_size else "whole image"
+    if _is_diffusion(pipe):
+        text = f"{steps or config.get('default_num_inference_steps', 10)} steps, {text}"
+    return text
+
+
 def _score(pred, target, rgb, response, wavelengths, crop: int, mrae_eps: float, backprojection_eps: float) -> dict:
     """Every metric of one image, each from `hsr_diffusers.metrics`."""
     return {
@@ -452,7 +469,7 @@ def evaluate(
     dataset_path: str | os.PathLike,
     split: str = "validation",
     crop: int = 0,
-    num_inference_steps: int = 20,
+    num_inference_steps: int | None = None,
     num_samples: int = 1,
     seed: int = 0,
     tile_size: int | None = None,
@@ -480,8 +497,9 @@ def evaluate(
             Split to evaluate.
         crop (`int`, *optional*, defaults to 0):
             Pixels removed from every border before scoring (the ARAD_1K protocol uses 128).
-        num_inference_steps (`int`, *optional*, defaults to 20):
-            Denoising steps of diffusion pipelines (ignored by feed-forward ones).
+        num_inference_steps (`int`, *optional*):
+            Denoising steps of diffusion pipelines (ignored by feed-forward ones); defaults to each pipeline's own
+            `default_num_inference_steps`.
         num_samples (`int`, *optional*, defaults to 1):
             Samples per image for diffusion pipelines: their mean is scored and, when more than one, their spread is
             checked with [`uncertainty_calibration`].
@@ -489,7 +507,8 @@ def evaluate(
             Seed of the sampling noise; each image gets a fresh `torch.Generator().manual_seed(seed)`, so a scene's
             result does not depend on the scenes evaluated before it.
         tile_size (`int`, *optional*):
-            Run the pipelines tile by tile (needed for AWAN and MST++ on full images on CPU).
+            Run every pipeline tile by tile; defaults to each pipeline's own `default_tile_size` and overlap (whole
+            images for pipelines without one), as `HSRPipeline.from_pretrained(...)(rgb)` runs them.
         tile_overlap (`int`, *optional*):
             Overlap of the tiles; defaults to `tile_size // 8`, as the training scripts' validation.
         max_scenes (`int`, *optional*):
@@ -543,6 +562,7 @@ def evaluate(
             raise ValueError(f"{name} predicts bands at {pipe_wavelengths} nm but the dataset has {wavelengths} nm.")
         loaded[name] = pipe
         methods[name] = _describe(pipe, source)
+        methods[name]["run_with"] = _run_with(pipe, num_inference_steps, tile_size, tile_overlap)
 
     # 3. Score every scene with every pipeline
     rows, calibration = [], {}
@@ -556,11 +576,8 @@ def evaluate(
                 rgbs[key] = _input_rgb(data, index, cube, response, wavelengths, rgb_mode)
             rgb = rgbs[key]  # [H, W, 3] in [0, 1]
 
-            kwargs = {"rgb_consistency": rgb_consistency, "tile_size": tile_size}
-            if tile_size is not None:
-                kwargs["tile_overlap"] = tile_overlap
-            parameters = inspect.signature(pipe.__call__).parameters
-            if "num_inference_steps" in parameters:
+            kwargs = {"rgb_consistency": rgb_consistency, "tile_size": tile_size, "tile_overlap": tile_overlap}
+            if _is_diffusion(pipe):
                 kwargs.update(
                     num_inference_steps=num_inference_steps,
                     num_samples=num_samples,

@@ -195,27 +195,35 @@ class HSRImageProcessor:
         """
         rendering = self.rendering.to(cube.device)  # [bands, 3]
         pinv = self.rendering_pinv.to(cube.device)  # [3, bands]
-        cube = self.project(cube, rgb).clamp(0.0, 1.0).float()
+        # Per-band outer products a_c a_cᵀ, so that the Gram matrix of the free bands of every pixel is one matmul.
+        outer = (rendering[:, :, None] * rendering[:, None, :]).reshape(-1, 9)  # [bands, 9]
+        cube = self.project(cube, rgb).clamp(0.0, 1.0).float().contiguous()
         batch, bands, height, width = cube.shape
-        pixels = cube.permute(0, 2, 3, 1).reshape(-1, bands)  # [P, bands]
-        targets = rgb.float().permute(0, 2, 3, 1).reshape(-1, 3)  # [P, 3]
+        # Band-major views ([bands, P] and [3, P]; copies only for batches of several images): the few pixels that need
+        # the iteration are gathered from them, so the image itself is never transposed.
+        pixels = cube.transpose(0, 1).reshape(bands, -1)
+        targets = rgb.float().transpose(0, 1).reshape(3, -1)
         # Only unsaturated pixels that the clip pushed off their RGB need the iteration.
-        active = (targets < 254.5 / 255).all(dim=1) & ((targets - pixels @ rendering).abs() > 1e-6).any(dim=1)
+        active = (targets < 254.5 / 255).all(dim=0) & ((targets - rendering.T @ pixels).abs() > 1e-6).any(dim=0)
         index = active.nonzero().squeeze(1)
+        spectra, wanted = pixels[:, index].T, targets[:, index].T  # [P', bands], [P', 3]
         for _ in range(iterations):
             if index.numel() == 0:
                 break
-            spectra, residual = pixels[index], targets[index] - pixels[index] @ rendering  # [P', bands], [P', 3]
+            residual = wanted - spectra @ rendering  # [P', 3]
             direction = residual @ pinv
             free = (((spectra > 0) | (direction > 0)) & ((spectra < 1) | (direction < 0))).float()
             # Per-pixel least-norm correction over the free bands: A_f (A_fᵀ A_f)⁻¹ r.
-            gram = torch.einsum("pc,cr,cs->prs", free, rendering, rendering) + 1e-9 * torch.eye(3, device=cube.device)
-            solution = torch.linalg.solve(gram, residual.unsqueeze(-1)).squeeze(-1)  # [P', 3]
+            gram = (free @ outer).view(-1, 3, 3)
+            solution = _solve3x3(gram, residual)  # [P', 3]
             spectra = (spectra + (solution @ rendering.T) * free).clamp(0.0, 1.0)
-            pixels[index] = spectra
-            still_off = ((targets[index] - spectra @ rendering).abs() > 1e-6).any(dim=1)
-            index = index[still_off]
-        return pixels.reshape(batch, height, width, bands).permute(0, 3, 1, 2).contiguous()
+            still_off = ((wanted - spectra @ rendering).abs() > 1e-6).any(dim=1)
+            pixels[:, index[~still_off]] = spectra[~still_off].T
+            index, spectra, wanted = index[still_off], spectra[still_off], wanted[still_off]
+        pixels[:, index] = spectra.T
+        if batch == 1:
+            return cube  # `pixels` is a view of it
+        return pixels.reshape(bands, batch, height, width).transpose(0, 1).contiguous()
 
     def render(self, cube: torch.Tensor) -> torch.Tensor:
         """Linear RGB `[N, 3, H, W]` of a `[N, bands, H, W]` cube."""
@@ -224,3 +232,18 @@ class HSRImageProcessor:
     def cube_to_rgb(self, cubes: np.ndarray | torch.Tensor, illuminant: str = "D65") -> np.ndarray:
         """sRGB `uint8` previews of cubes (numpy `(N, H, W, bands)` or torch `(N, bands, H, W)`), under `illuminant`."""
         return srgb_preview(cubes, self.wavelengths, illuminant=illuminant)
+
+
+def _solve3x3(matrices: torch.Tensor, vectors: torch.Tensor, rcond: float = 1e-6) -> torch.Tensor:
+    """
+    Solves the symmetric positive semi-definite systems `[P, 3, 3] x = [P, 3]` by Cramer's rule, returning 0 for
+    (nearly) singular ones: a Gram matrix of fewer than three free bands cannot reach the RGB target, and float32 has
+    no room for a regulariser. Cheaper than the batched LAPACK solve for millions of tiny systems.
+    """
+    a, b, c = matrices[:, :, 0], matrices[:, :, 1], matrices[:, :, 2]  # columns, [P, 3] each
+    cofactors = torch.stack([torch.linalg.cross(b, c), torch.linalg.cross(c, a), torch.linalg.cross(a, b)], dim=1)
+    determinant = (a * cofactors[:, 0]).sum(dim=1, keepdim=True)  # [P, 1]
+    scale = (matrices.diagonal(dim1=1, dim2=2).sum(dim=1, keepdim=True) / 3) ** 3
+    solvable = determinant > rcond * scale
+    solution = (cofactors @ vectors.unsqueeze(-1)).squeeze(-1) / torch.where(solvable, determinant, 1.0)
+    return solution * solvable

@@ -16,7 +16,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from diffusers import DDPMScheduler, UNet2DModel
+from diffusers import DDPMScheduler
 from PIL import Image
 
 from hsr_diffusers import (
@@ -29,7 +29,7 @@ from hsr_diffusers import (
 from hsr_diffusers.data import build_dataset, get_cube, make_synthetic_dataset, save_cube
 from hsr_diffusers.evaluation import CalibrationStats, evaluate, uncertainty_calibration
 from hsr_diffusers.spectral import render_rgb
-from tests.testing_utils import smooth_cube
+from tests.testing_utils import smooth_cube, tiny_ddpm_unet
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -37,18 +37,7 @@ WAVELENGTHS = np.arange(400.0, 701.0, 10.0)
 
 
 def tiny_ddpm() -> HSRDiffusionPipeline:
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=8,
-        in_channels=34,
-        out_channels=31,
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        norm_num_groups=4,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-    )
-    return HSRDiffusionPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000))
+    return HSRDiffusionPipeline(unet=tiny_ddpm_unet(), scheduler=DDPMScheduler(num_train_timesteps=1000))
 
 
 def tiny_gan() -> HSRPixelGANPipeline:
@@ -174,6 +163,26 @@ def test_calibration_known_answers():
     assert all(math.isnan(v) for k, v in uncertainty_calibration(pred, sigma, target).items() if k != "num_values")
 
 
+def test_each_pipeline_runs_with_its_own_defaults_unless_overridden(dataset):
+    ddpm, gan = tiny_ddpm(), tiny_gan()
+    ddpm.register_to_config(default_num_inference_steps=3, default_tile_size=16, default_tile_overlap=4)
+    gan.register_to_config(default_tile_size=16, default_tile_overlap=2)
+    result = evaluate({"ddpm": ddpm, "gan": gan}, dataset, max_scenes=1)
+    assert result.methods["ddpm"]["run_with"] == "3 steps, tiles 16/4"
+    assert result.methods["gan"]["run_with"] == "tiles 16/2"
+    assert "| ddpm | UNet2DModel | " in result.mean_table() and "| 3 steps, tiles 16/4 |" in result.mean_table()
+    cube = np.array(get_cube(datasets.load_from_disk(str(dataset))["validation"], 0))
+    rgb = (render_rgb(cube) / 255.0).astype(np.float32)
+    generator = torch.Generator().manual_seed(0)
+    expected = direct_prediction(ddpm, rgb, num_inference_steps=3, tile_size=16, tile_overlap=4, generator=generator)
+    row = next(row for row in result.rows if row["method"] == "ddpm")
+    assert row["rmse"] == pytest.approx(metrics.rmse(expected[0], cube), rel=1e-6)
+
+    overridden = evaluate({"ddpm": ddpm, "gan": gan}, dataset, max_scenes=1, num_inference_steps=2, tile_size=24)
+    assert overridden.methods["ddpm"]["run_with"] == "2 steps, tiles 24/3"
+    assert overridden.methods["gan"]["run_with"] == "tiles 24/3"
+
+
 def test_nan_predictions_are_reported_not_dropped(dataset, tmp_path):
     broken = RootPolynomialRegression(degree=2)
     with torch.no_grad():
@@ -183,7 +192,7 @@ def test_nan_predictions_are_reported_not_dropped(dataset, tmp_path):
     assert all(math.isnan(row["mrae"]) and row["nonfinite_values"] == 24 * 20 * 31 for row in rows)
     assert math.isnan(result.means()["broken"]["rmse"]) and not math.isnan(result.means()["ok"]["rmse"])
     markdown = result.to_markdown()
-    assert "| broken | RootPolynomialRegression | 0.000186 | NaN | NaN |" in markdown
+    assert "| broken | RootPolynomialRegression | 0.000186 | whole image | NaN | NaN |" in markdown
     assert "**Warning:** predictions with NaN or Inf values" in markdown
     saved = json.loads(result.to_json(tmp_path / "r.json").read_text())  # Python's json reads NaN back
     assert math.isnan(saved["mean"]["broken"]["mrae"])

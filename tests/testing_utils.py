@@ -29,3 +29,20 @@ def smooth_cube(height: int = 16, width: int = 16, num_bands: int = 31, seed: in
 def floats_tensor(shape, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(shape, generator=generator)
+
+
+def tiny_ddpm_unet(in_channels: int = 34, attention: bool = True):
+    """A seeded two-level `UNet2DModel` for 31 bands (RGB + noisy cube in), with attention at its lower level."""
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    return UNet2DModel(
+        sample_size=8,
+        in_channels=in_channels,
+        out_channels=31,
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D" if attention else "DownBlock2D"),
+        up_block_types=("AttnUpBlock2D" if attention else "UpBlock2D", "UpBlock2D"),
+    )

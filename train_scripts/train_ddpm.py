@@ -204,6 +204,8 @@ def main(args: argparse.Namespace) -> None:
         resume_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
 
     logger.info(f"{len(train_split)} scenes, {len(train_dataset)} patches per epoch, {max_train_steps} steps")
+    if checkpoint is not None and train_utils.budget_spent(accelerator, timer, args.max_train_minutes):
+        max_train_steps = global_step  # resumed after the time budget was spent: release this checkpoint as it is
     progress_bar = tqdm(
         range(max_train_steps), initial=global_step, disable=not accelerator.is_local_main_process, desc="Steps"
     )
@@ -280,6 +282,8 @@ def main(args: argparse.Namespace) -> None:
                 train_utils.save_checkpoint(
                     accelerator, args.output_dir, global_step, args.checkpoints_total_limit, meta
                 )
+                if train_utils.budget_spent(accelerator, timer, args.max_train_minutes):
+                    max_train_steps = global_step  # the time budget ends the run at this checkpoint
             if global_step % args.validation_steps == 0 and global_step < max_train_steps:
                 values, grid = run_validation(
                     args, accelerator, unet, ema_unet, noise_scheduler, pipeline, validation_split

@@ -106,7 +106,17 @@ def main(args: argparse.Namespace) -> None:
     # The discriminator sees the condition first, then the cube: D(cat(rgb, cube)) as pix2pix's D(cat(real_A, B)).
     discriminator = discriminator_class(in_channels=3 + num_bands, ndf=args.ndf)
     use_gan = args.gan_weight > 0
-    pipeline = HSRPixelGANPipeline(unet=unet, estimator=estimator, wavelengths=wavelengths, response=response)
+    # Every generator has image-wide operations (pix2pix's InstanceNorm statistics, AWAN's non-local block, MST++'s
+    # spectral attention pooled over all pixels): like the DDPM, the released pipeline runs on tiles of four training
+    # patches by default, close to what training saw, with memory bounded (AWAN's block costs the square of the pixels).
+    default_tile_size = 4 * args.resolution
+    pipeline = HSRPixelGANPipeline(
+        unet=unet,
+        estimator=estimator,
+        wavelengths=wavelengths,
+        response=response,
+        default_tile_size=default_tile_size,
+    )
     processor = pipeline.image_processor
     multiple = unet.downsample_factor
     if args.resolution % multiple:
@@ -188,6 +198,8 @@ def main(args: argparse.Namespace) -> None:
         resume_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
 
     logger.info(f"{args.generator}: {sum(p.numel() for p in unet.parameters()):,} parameters, {max_train_steps} steps")
+    if checkpoint is not None and train_utils.budget_spent(accelerator, timer, args.max_train_minutes):
+        max_train_steps = global_step  # resumed after the time budget was spent: release this checkpoint as it is
     progress_bar = tqdm(
         range(max_train_steps), initial=global_step, disable=not accelerator.is_local_main_process, desc="Steps"
     )
@@ -261,6 +273,8 @@ def main(args: argparse.Namespace) -> None:
                 train_utils.save_checkpoint(
                     accelerator, args.output_dir, global_step, args.checkpoints_total_limit, meta
                 )
+                if train_utils.budget_spent(accelerator, timer, args.max_train_minutes):
+                    max_train_steps = global_step  # the time budget ends the run at this checkpoint
             if global_step % args.validation_steps == 0 and global_step < max_train_steps:
                 values, grid = run_validation(args, accelerator, unet, ema_unet, pipeline, validation_split)
                 train_utils.log_validation(accelerator, values, grid, global_step)
@@ -314,6 +328,7 @@ def build_pipeline(accelerator, unet, ema_unet, pipeline) -> HSRPixelGANPipeline
         estimator=pipeline.estimator,
         wavelengths=pipeline.config.wavelengths,
         response=pipeline.config.response,
+        default_tile_size=pipeline.config.default_tile_size,
     )
 
 

@@ -85,6 +85,13 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--train_batch_size", type=int, default=4, help="Batch size per process (4 in the method).")
     train.add_argument("--num_epochs", type=int, default=1000, help="1000 epochs in the method.")
     train.add_argument("--max_train_steps", type=int, default=None, help="Overrides --num_epochs when set.")
+    train.add_argument(
+        "--max_train_minutes",
+        type=float,
+        default=None,
+        help="Time budget: stop at the first checkpoint reached after this many wall-clock minutes (resumed runs "
+        "included) and release that checkpoint's weights.",
+    )
     train.add_argument("--gradient_accumulation_steps", type=int, default=1)
     train.add_argument("--learning_rate", type=float, default=2e-4, help="2e-4 in the method (Adam).")
     train.add_argument("--lr_scheduler", type=str, default="constant", help="Any diffusers `get_scheduler` name.")
@@ -152,6 +159,8 @@ def check_args(args) -> None:
         raise ValueError(f"--learning_rate must be positive, got {args.learning_rate}.")
     if args.max_train_steps is not None and args.max_train_steps < 1:
         raise ValueError(f"--max_train_steps must be at least 1, got {args.max_train_steps}.")
+    if args.max_train_minutes is not None and args.max_train_minutes < 0:
+        raise ValueError(f"--max_train_minutes must not be negative, got {args.max_train_minutes}.")
     if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
         raise ValueError(f"--checkpoints_total_limit must be at least 1, got {args.checkpoints_total_limit}.")
 
@@ -477,3 +486,11 @@ class Timer:
 
     def minutes(self) -> float:
         return self.previous + (time.perf_counter() - self.start) / 60
+
+
+def budget_spent(accelerator, timer: Timer, max_minutes: float | None) -> bool:
+    """Whether the `--max_train_minutes` budget is spent, agreed by all processes (any rank over budget stops all)."""
+    if max_minutes is None:
+        return False
+    over = torch.tensor(float(timer.minutes() >= max_minutes), device=accelerator.device)
+    return bool(accelerator.reduce(over, reduction="sum").item() > 0)

@@ -36,7 +36,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--data", required=True, type=Path, help="dataset folder written by `hsr data prepare`")
     parser.add_argument("--split", default="validation", help="split to evaluate (default: validation)")
     parser.add_argument("--crop", type=int, default=0, help="pixels removed from every border before scoring")
-    parser.add_argument("--steps", type=int, default=20, help="denoising steps of diffusion models (default: 20)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="denoising steps of diffusion models (default: each model's own)"
+    )
     parser.add_argument(
         "--samples",
         type=int,
@@ -44,7 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="samples per image for diffusion models: the mean is scored, the spread is checked for calibration",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling noise, the same for every image")
-    parser.add_argument("--tile-size", type=int, default=None, help="run the models tile by tile (default: whole)")
+    parser.add_argument(
+        "--tile-size", type=int, default=None, help="run every model tile by tile (default: each model's own tiling)"
+    )
     parser.add_argument("--tile-overlap", type=int, default=None, help="tile overlap (default: tile size / 8)")
     parser.add_argument("--max-scenes", type=int, default=None, help="evaluate only the first N scenes")
     parser.add_argument(

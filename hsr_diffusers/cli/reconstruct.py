@@ -82,7 +82,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "repo id (default: %(default)s)",
     )
     parser.add_argument(
-        "--steps", type=_positive_int, default=None, help="sampling steps of a diffusion model (default: 10)"
+        "--steps",
+        type=_positive_int,
+        default=None,
+        help="sampling steps of a diffusion model (default: the model's own)",
     )
     parser.add_argument(
         "--samples",
@@ -473,7 +476,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
                 f"hsr reconstruct: {', '.join(ignored)} ignored: {args.model} is not a diffusion model.",
                 file=sys.stderr,
             )
-    steps = args.steps or 10
+    steps = args.steps  # None: the pipeline's default_num_inference_steps
     samples = (args.samples or 1) if is_diffusion else 1
     seed = 0 if args.seed is None else args.seed
     try:
@@ -528,7 +531,8 @@ def run_reconstruct(args: argparse.Namespace) -> int:
                     num_samples=samples,
                     generator=torch.Generator().manual_seed(seed),
                     tile_size=tile_size,
-                    tile_overlap=TILE_OVERLAP,
+                    # With the model's own tile, its own overlap too.
+                    tile_overlap=None if args.tile_size is None and tile_size == default_tile else TILE_OVERLAP,
                 )
             else:
                 output = pipe(rgb, tile_size=tile_size, tile_overlap=TILE_OVERLAP)

@@ -185,6 +185,13 @@ def _read_image(image, max_megapixels: float, downscale: bool) -> tuple[PIL.Imag
     return image, name, note
 
 
+def _default_steps(pipe) -> int:
+    """The sampling steps a diffusion pipeline was configured to use by default (10 for anything else)."""
+    if isinstance(pipe, HSRDiffusionPipeline):
+        return int(pipe.config.default_num_inference_steps)
+    return 10
+
+
 def predict(
     image,
     model_name: str,
@@ -258,8 +265,11 @@ def predict(
     camera_rgb = camera_rgb.astype(np.float32)
 
     # 4. Run the pipeline, tiled when the image is larger than a tile
-    tiled = tile_size is not None and max(height, width) > tile_size
-    kwargs = {"tile_size": tile_size if tiled else None, "tile_overlap": tile_overlap}
+    if pipe.config.get("default_tile_size"):
+        kwargs = {}  # the model's own tiling (its attention cost grows with the tile)
+    else:
+        tiled = tile_size is not None and max(height, width) > tile_size
+        kwargs = {"tile_size": tile_size if tiled else None, "tile_overlap": tile_overlap}
     if is_diffusion:
         kwargs.update(
             num_inference_steps=steps,
@@ -521,9 +531,10 @@ def build_demo(pipelines: dict, examples: list[str] | None = None) -> gr.Blocks:
         return [str(path) for path in export_cube(result, format, _new_export_dir())]
 
     def on_model_change(model_name):
-        is_diffusion = isinstance(pipelines.get(model_name), HSRDiffusionPipeline)
+        pipe = pipelines.get(model_name)
+        is_diffusion = isinstance(pipe, HSRDiffusionPipeline)
         return (
-            gr.Slider(interactive=is_diffusion),
+            gr.Slider(interactive=is_diffusion, value=_default_steps(pipe)),
             gr.Slider(interactive=is_diffusion),
             gr.Number(interactive=is_diffusion),
         )
@@ -558,7 +569,7 @@ def build_demo(pipelines: dict, examples: list[str] | None = None) -> gr.Blocks:
                     steps = gr.Slider(
                         1,
                         MAX_STEPS,
-                        value=10,
+                        value=_default_steps(pipelines[available[0]]) if available else 10,
                         step=1,
                         label="Sampling steps (DDPM)",
                         interactive=first_is_diffusion,

@@ -11,14 +11,14 @@ import PIL.Image
 import pytest
 import tifffile
 import torch
-from diffusers import DDPMScheduler, UNet2DModel
+from diffusers import DDPMScheduler
 
 from hsr_diffusers import HSRDiffusionPipeline, HSRPixelGANGenerator, HSRPixelGANPipeline, srgb_preview
 from hsr_diffusers.cli import main
 from hsr_diffusers.cli.reconstruct import read_image
 from hsr_diffusers.data import load_cube_with_wavelengths
 from hsr_diffusers.spectral import srgb_to_camera_rgb
-from tests.testing_utils import smooth_cube
+from tests.testing_utils import smooth_cube, tiny_ddpm_unet
 
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -28,17 +28,7 @@ CUBE_SUFFIXES = {"h5": ".h5", "npy": ".npy", "mat": ".mat", "envi": ".hdr", "tif
 
 @pytest.fixture(scope="module")
 def ddpm(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=8,
-        in_channels=34,
-        out_channels=31,
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        norm_num_groups=4,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-    )
+    unet = tiny_ddpm_unet(attention=False)
     path = tmp_path_factory.mktemp("ddpm")
     HSRDiffusionPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000)).save_pretrained(path)
     return path

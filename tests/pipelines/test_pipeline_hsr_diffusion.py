@@ -6,22 +6,12 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
 from hsr_diffusers import HSRDiffusionPipeline, RootPolynomialRegression
 from hsr_diffusers.spectral import render_rgb
 
-from ..testing_utils import smooth_cube
+from ..testing_utils import smooth_cube, tiny_ddpm_unet
 from .pipeline_tester_mixin import HSRPipelineTesterMixin
 
 
 def tiny_unet(in_channels: int = 34) -> UNet2DModel:
-    torch.manual_seed(0)
-    return UNet2DModel(
-        sample_size=8,
-        in_channels=in_channels,
-        out_channels=31,
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        norm_num_groups=4,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-    )
+    return tiny_ddpm_unet(in_channels)
 
 
 def fitted_estimator() -> RootPolynomialRegression:
@@ -153,3 +143,42 @@ def test_default_tile_size_from_config_is_used(tmp_path):
     assert np.abs(run() - run(tile_size=40)).max() > 0  # a tile as large as the image: one piece
     pipe.save_pretrained(tmp_path)
     assert HSRDiffusionPipeline.from_pretrained(tmp_path).config.default_tile_size == 16
+
+
+def test_default_steps_and_overlap_from_config_are_used(tmp_path):
+    pipe = HSRDiffusionPipeline(
+        unet=tiny_unet(), scheduler=DDIMScheduler(), default_num_inference_steps=3, default_tile_overlap=4
+    )
+    pipe.set_progress_bar_config(disable=True)
+    rgb8 = HSRPipelineTesterMixin.rgb8(40, 40, seed=3)
+
+    def run(**kwargs):
+        return pipe(rgb8, generator=torch.Generator().manual_seed(0), tile_size=16, **kwargs).cubes
+
+    default = run()
+    assert len(pipe.scheduler.timesteps) == 3
+    np.testing.assert_array_equal(default, run(num_inference_steps=3, tile_overlap=4))
+    assert np.abs(default - run(num_inference_steps=2)).max() > 0
+    assert np.abs(default - run(tile_overlap=2)).max() > 0
+    pipe.save_pretrained(tmp_path)
+    config = HSRDiffusionPipeline.from_pretrained(tmp_path).config
+    assert (config.default_num_inference_steps, config.default_tile_overlap) == (3, 4)
+
+
+@pytest.mark.parametrize("use_latents", [False, True])
+def test_stacked_tiles_give_the_tile_by_tile_result(use_latents):
+    pipe = HSRDiffusionPipeline(unet=tiny_unet(), scheduler=DDIMScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    rgb8 = [HSRPipelineTesterMixin.rgb8(40, 36, seed=seed) for seed in (3, 4)]  # two images, 3x3 tiles each
+    latents = torch.randn(4, 31, 40, 36, generator=torch.Generator().manual_seed(1)) if use_latents else None
+
+    def run():
+        generator = torch.Generator().manual_seed(0)
+        kwargs = {"tile_size": 16, "tile_overlap": 4, "num_samples": 2, "num_inference_steps": 2}
+        return pipe(rgb8, generator=generator, latents=latents, **kwargs)
+
+    stacked = run()  # every tile of both images and both samples in one UNet call
+    pipe.TILE_BATCH_PIXELS = 1  # one tile (of both images and samples) per call
+    one_by_one = run()
+    np.testing.assert_allclose(stacked.cubes, one_by_one.cubes, atol=1e-5)
+    np.testing.assert_allclose(stacked.uncertainty, one_by_one.uncertainty, atol=1e-5)

@@ -38,6 +38,16 @@ class TestHSRPixelGANPipeline(HSRPipelineTesterMixin):
         expected = np.array([0.51874, 0.50286, 0.50752, 0.48721, 0.52987, 0.46853, 0.49866, 0.54672, 0.53381])
         np.testing.assert_allclose(cubes[0, :3, :3, 10].ravel(), expected, atol=1e-3)
 
+    def test_default_tiling_from_config_is_used(self, tmp_path):
+        pipe = self.pipeline_class(unet=tiny_generator(), default_tile_size=16, default_tile_overlap=4)
+        pipe.set_progress_bar_config(disable=True)
+        rgb8 = self.rgb8(40, 40, seed=3)
+        np.testing.assert_array_equal(pipe(rgb8).cubes, pipe(rgb8, tile_size=16, tile_overlap=4).cubes)
+        assert np.abs(pipe(rgb8).cubes - pipe(rgb8, tile_size=40).cubes).max() > 0
+        pipe.save_pretrained(tmp_path)
+        config = self.pipeline_class.from_pretrained(tmp_path).config
+        assert (config.default_tile_size, config.default_tile_overlap) == (16, 4)
+
     def test_no_generator_argument(self):
         # A deterministic pipeline takes no `generator` or `num_inference_steps` (diffusers rule).
         parameters = inspect.signature(self.pipeline_class.__call__).parameters

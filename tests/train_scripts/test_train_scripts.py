@@ -107,6 +107,9 @@ def test_train_pixelgan_two_steps_saves_generator_and_discriminator(tiny_dataset
     pipe = HSRPipeline.from_pretrained(tmp_path)
     assert isinstance(pipe, HSRPixelGANPipeline)
     assert "discriminator" not in pipe.components  # the pipeline never registers D
+    assert (
+        pipe.config.default_tile_size == 4 * train_pixelgan.parse_args(common_args(tiny_dataset, tmp_path)).resolution
+    )
 
 
 def test_train_pixelgan_as_regressor_has_no_discriminator_loss(tiny_dataset, tmp_path):
@@ -150,6 +153,25 @@ def test_band_mismatch_and_empty_dataset_stop_before_training(tiny_dataset, tmp_
         train_ddpm.main(train_ddpm.parse_args(common_args(empty, tmp_path / "out2", 1)))
     with pytest.raises(ValueError, match="exactly one"):
         train_ddpm.parse_args(["--output_dir", str(tmp_path)])
+
+
+def test_time_budget_stops_at_the_first_checkpoint_after_it(tiny_dataset, tmp_path):
+    import train_pixelgan
+
+    extra = ["--max_train_minutes", "0", "--checkpointing_steps", "2", "--checkpoints_total_limit", "3"]
+    train_pixelgan.main(train_pixelgan.parse_args(common_args(tiny_dataset, tmp_path, 10, *extra)))
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert "- **train_steps**: 2" in (tmp_path / "README.md").read_text()
+    released = load_file(tmp_path / "unet" / "diffusion_pytorch_model.safetensors")
+
+    # Resuming a run whose budget is spent trains nothing more and releases the same weights.
+    resume = ["--resume_from_checkpoint", "latest"]
+    train_pixelgan.main(train_pixelgan.parse_args(common_args(tiny_dataset, tmp_path, 10, *extra, *resume)))
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-2"]
+    for name, tensor in load_file(tmp_path / "unet" / "diffusion_pytorch_model.safetensors").items():
+        torch.testing.assert_close(tensor, released[name], atol=0, rtol=0)
+    with pytest.raises(ValueError, match="max_train_minutes"):
+        train_pixelgan.parse_args(common_args(tiny_dataset, tmp_path, 1, "--max_train_minutes", "-1"))
 
 
 def test_half_written_checkpoint_is_never_resumed(tiny_dataset, tmp_path):

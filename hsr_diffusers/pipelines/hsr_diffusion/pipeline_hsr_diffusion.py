@@ -84,10 +84,16 @@ class HSRDiffusionPipeline(DiffusionPipeline):
             Tile size used when `__call__` gets no `tile_size`. Attention blocks cost the square of the number of
             pixels they see, so a UNet trained on small patches runs far faster on tiles a few times the patch size
             than on a whole photo (the training script sets four times the training resolution). `None`: no tiling.
+        default_num_inference_steps (`int`, *optional*, defaults to 10):
+            Sampling steps used when `__call__` gets no `num_inference_steps`.
+        default_tile_overlap (`int`, *optional*, defaults to 32):
+            Tile overlap used when `__call__` gets no `tile_overlap`.
     """
 
     model_cpu_offload_seq = "unet"
     _optional_components = ["estimator"]
+    # Small tiles are stacked into one UNet call up to this many pixels (those of one 256x256 tile).
+    TILE_BATCH_PIXELS = 256 * 256
 
     def __init__(
         self,
@@ -99,6 +105,8 @@ class HSRDiffusionPipeline(DiffusionPipeline):
         residual_scale: float = 1.0,
         project_estimate: bool = True,
         default_tile_size: int | None = None,
+        default_num_inference_steps: int = 10,
+        default_tile_overlap: int = 32,
     ):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, estimator=estimator)
@@ -109,6 +117,8 @@ class HSRDiffusionPipeline(DiffusionPipeline):
             residual_scale=residual_scale,
             project_estimate=project_estimate,
             default_tile_size=default_tile_size,
+            default_num_inference_steps=default_num_inference_steps,
+            default_tile_overlap=default_tile_overlap,
         )
         self.num_bands = (
             getattr(unet.config, "out_channels", len(wavelengths)) if unet is not None else len(wavelengths)
@@ -186,8 +196,10 @@ class HSRDiffusionPipeline(DiffusionPipeline):
         rgb_consistency: bool,
         step_generator: torch.Generator,
         progress_bar,
+        tiles_per_step: int = 1,
     ) -> torch.Tensor:
-        """Samples cubes `[N * num_samples, bands, h, w]` in [0, 1] for one tile `rgb` `[N, 3, h, w]` in [0, 1]."""
+        """Samples cubes `[N * num_samples, bands, h, w]` in [0, 1] for same-sized tiles `rgb` `[N, 3, h, w]` in [0, 1]
+        (one tile of several images, or several tiles stacked along N)."""
         device, dtype = self._execution_device, self.unet.dtype
         height, width = rgb.shape[-2:]
         processor = self.image_processor
@@ -216,7 +228,7 @@ class HSRDiffusionPipeline(DiffusionPipeline):
                     model_output = self._from_clean((projected - base) * scale, model_output, sample, t)
             extra = {"generator": step_generator} if accepts_generator else {}
             sample = self.scheduler.step(model_output, t, sample, **extra).prev_sample
-            progress_bar.update()
+            progress_bar.update(tiles_per_step)
 
         cube = processor.denormalize(base + sample.float() / scale)[..., :height, :width]
         if rgb_consistency:
@@ -228,13 +240,13 @@ class HSRDiffusionPipeline(DiffusionPipeline):
     def __call__(
         self,
         image: PipelineImageInput,
-        num_inference_steps: int = 10,
+        num_inference_steps: int | None = None,
         num_samples: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         rgb_consistency: bool = True,
         tile_size: int | None = None,
-        tile_overlap: int = 32,
+        tile_overlap: int | None = None,
         output_type: str = "np",
         return_dict: bool = True,
     ) -> HSRPipelineOutput | tuple:
@@ -246,9 +258,9 @@ class HSRDiffusionPipeline(DiffusionPipeline):
                 Linear RGB input in the camera space the model was trained for (see `response`): a PIL image, a numpy
                 `(H, W, 3)` array (`uint8`, `uint16` or float in [0, 1]), a torch `(N, 3, H, W)` tensor in [0, 1], or a
                 list of same-sized images. Any height and width.
-            num_inference_steps (`int`, *optional*, defaults to 10):
-                Number of denoising steps of the scheduler. With the bundled model, 10 DDIM steps score within 1 % of
-                20 (`benchmarks/results/sampling_steps.md`) at half the time.
+            num_inference_steps (`int`, *optional*, defaults to the pipeline's `default_num_inference_steps`):
+                Number of denoising steps of the scheduler. The bundled model's default was chosen on its training
+                scenes by `benchmarks/ddpm_defaults.py`.
             num_samples (`int`, *optional*, defaults to 1):
                 Samples per image, drawn in one batched pass; `cubes` is their mean and `uncertainty` their standard
                 deviation.
@@ -264,7 +276,7 @@ class HSRDiffusionPipeline(DiffusionPipeline):
                 Processes the image in overlapping tiles of this size (a multiple of the UNet's downsampling factor),
                 blended linearly across `tile_overlap` pixels; memory then depends on the tile, not the image. A
                 size at least as large as the image runs it in one piece.
-            tile_overlap (`int`, *optional*, defaults to 32):
+            tile_overlap (`int`, *optional*, defaults to the pipeline's `default_tile_overlap`):
                 Overlap between tiles in pixels.
             output_type (`str`, *optional*, defaults to `"np"`):
                 `"np"` for `(N, H, W, bands)` numpy arrays or `"pt"` for `(N, bands, H, W)` tensors.
@@ -277,7 +289,11 @@ class HSRDiffusionPipeline(DiffusionPipeline):
             [`HSRPipelineOutput`] or `tuple`: the cubes and the uncertainty (`None` for one sample).
         """
         # 1. Check inputs and convert the RGB to [N, 3, H, W] in [0, 1]
-        tile_size = self.config.default_tile_size if tile_size is None else tile_size
+        config = self.config
+        tile_size = config.default_tile_size if tile_size is None else tile_size
+        tile_overlap = config.default_tile_overlap if tile_overlap is None else tile_overlap
+        if num_inference_steps is None:
+            num_inference_steps = config.default_num_inference_steps
         self.check_inputs(output_type, tile_size, tile_overlap)
         if num_samples < 1:
             raise ValueError(f"num_samples must be at least 1, got {num_samples}.")
@@ -301,36 +317,40 @@ class HSRDiffusionPipeline(DiffusionPipeline):
         seeds = [int(torch.randint(0, 2**62, (1,), generator=g).item()) for g in generators]
         step_generator = torch.Generator().manual_seed(seeds[0])
 
-        # 3. Tile the image (one tile when `tile_size` is None) and sample each tile
+        # 3. Tile the image (one tile when `tile_size` is None) and sample the tiles, several per UNet call when they
+        #    are small: a call on a 64-pixel tile is dominated by per-layer overhead, so stacking tiles up to the pixels
+        #    of one 256-pixel tile is faster per tile with no more memory than such a tile.
         cubes = torch.zeros(batch * num_samples, self.num_bands, height, width)
         weights = torch.zeros(1, 1, height, width)
-        num_tiles = self.image_processor.num_tiles(height, width, tile_size, tile_overlap)
-        with self.progress_bar(total=num_tiles * num_inference_steps) as progress_bar:
-            for top, left, tile_h, tile_w, weight in self.image_processor.tiles(
-                height, width, tile_size, tile_overlap
-            ):
-                padded_h, padded_w = tile_h + (-tile_h % multiple), tile_w + (-tile_w % multiple)
+        tiles = list(self.image_processor.tiles(height, width, tile_size, tile_overlap))
+        tile_h, tile_w = tiles[0][2], tiles[0][3]  # every tile has the same size
+        padded_h, padded_w = tile_h + (-tile_h % multiple), tile_w + (-tile_w % multiple)
+        group = max(1, self.TILE_BATCH_PIXELS // (padded_h * padded_w * batch * num_samples))
+        with self.progress_bar(total=len(tiles) * num_inference_steps) as progress_bar:
+            for first in range(0, len(tiles), group):
+                chunk = tiles[first : first + group]
                 if latents is not None:
-                    noise = latents[..., top : top + padded_h, left : left + padded_w]
+                    noise = [latents[..., top : top + padded_h, left : left + padded_w] for top, left, *_ in chunk]
                 else:
-                    noise = torch.stack(
-                        [
-                            position_noise(seed, s, top, left, padded_h, padded_w, self.num_bands)
-                            for seed in seeds
-                            for s in range(num_samples)
-                        ]
-                    )  # [N * S, bands, h', w']
-                tile = self._denoise_tile(
-                    rgb[..., top : top + tile_h, left : left + tile_w],
-                    noise,
+                    noise = [
+                        position_noise(seed, s, top, left, padded_h, padded_w, self.num_bands)
+                        for top, left, *_ in chunk
+                        for seed in seeds
+                        for s in range(num_samples)
+                    ]  # tile-major, then image, then sample: the order of `rgb` below after repeat_interleave
+                sampled = self._denoise_tile(
+                    torch.cat([rgb[..., top : top + tile_h, left : left + tile_w] for top, left, *_ in chunk]),
+                    torch.cat(noise) if latents is not None else torch.stack(noise),
                     num_inference_steps,
                     num_samples,
                     rgb_consistency,
                     step_generator,
                     progress_bar,
-                )
-                cubes[..., top : top + tile_h, left : left + tile_w] += tile.cpu().float() * weight
-                weights[..., top : top + tile_h, left : left + tile_w] += weight
+                    tiles_per_step=len(chunk),
+                )  # [K * N * S, bands, h, w]
+                for (top, left, _, _, weight), tile in zip(chunk, sampled.split(batch * num_samples)):
+                    cubes[..., top : top + tile_h, left : left + tile_w] += tile.cpu().float() * weight
+                    weights[..., top : top + tile_h, left : left + tile_w] += weight
         cubes /= weights  # [N * S, bands, H, W]
 
         # 4. Mean and spread over samples

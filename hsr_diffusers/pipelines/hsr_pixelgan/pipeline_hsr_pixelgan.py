@@ -43,6 +43,11 @@ class HSRPixelGANPipeline(DiffusionPipeline):
             Camera response the model was trained with; defines the RGB-consistency projection.
         project_estimate (`bool`, *optional*, defaults to `True`):
             Whether the estimate is made RGB-consistent before use (must match training).
+        default_tile_size (`int`, *optional*):
+            Tile size used when `__call__` gets no `tile_size`, for networks whose memory grows faster than the image
+            (AWAN's non-local block). `None`: whole images.
+        default_tile_overlap (`int`, *optional*, defaults to 32):
+            Tile overlap used when `__call__` gets no `tile_overlap`.
     """
 
     model_cpu_offload_seq = "unet"
@@ -55,11 +60,19 @@ class HSRPixelGANPipeline(DiffusionPipeline):
         wavelengths: list[int] | None = None,
         response: str | list = DEFAULT_RESPONSE,
         project_estimate: bool = True,
+        default_tile_size: int | None = None,
+        default_tile_overlap: int = 32,
     ):
         super().__init__()
         self.register_modules(unet=unet, estimator=estimator)
         wavelengths = list(WAVELENGTHS if wavelengths is None else wavelengths)
-        self.register_to_config(wavelengths=wavelengths, response=response, project_estimate=project_estimate)
+        self.register_to_config(
+            wavelengths=wavelengths,
+            response=response,
+            project_estimate=project_estimate,
+            default_tile_size=default_tile_size,
+            default_tile_overlap=default_tile_overlap,
+        )
         self.num_bands = (
             getattr(unet.config, "out_channels", len(wavelengths)) if unet is not None else len(wavelengths)
         )
@@ -121,7 +134,7 @@ class HSRPixelGANPipeline(DiffusionPipeline):
         image: PipelineImageInput,
         rgb_consistency: bool = True,
         tile_size: int | None = None,
-        tile_overlap: int = 32,
+        tile_overlap: int | None = None,
         output_type: str = "np",
         return_dict: bool = True,
     ) -> HSRPipelineOutput | tuple:
@@ -136,10 +149,10 @@ class HSRPixelGANPipeline(DiffusionPipeline):
             rgb_consistency (`bool`, *optional*, defaults to `True`):
                 Projects the output onto the cubes that render to the input RGB, so that it reproduces the input within
                 quantisation.
-            tile_size (`int`, *optional*):
+            tile_size (`int`, *optional*, defaults to the pipeline's `default_tile_size`):
                 Processes the image in overlapping tiles of this size, blended linearly across `tile_overlap` pixels;
                 memory then depends on the tile, not the image.
-            tile_overlap (`int`, *optional*, defaults to 32):
+            tile_overlap (`int`, *optional*, defaults to the pipeline's `default_tile_overlap`):
                 Overlap between tiles in pixels.
             output_type (`str`, *optional*, defaults to `"np"`):
                 `"np"` for `(N, H, W, bands)` numpy arrays or `"pt"` for `(N, bands, H, W)` tensors.
@@ -152,6 +165,8 @@ class HSRPixelGANPipeline(DiffusionPipeline):
             [`HSRPipelineOutput`] or `tuple`: the cubes, and `None` as uncertainty.
         """
         # 1. Check inputs and convert the RGB to [N, 3, H, W] in [0, 1]
+        tile_size = self.config.default_tile_size if tile_size is None else tile_size
+        tile_overlap = self.config.default_tile_overlap if tile_overlap is None else tile_overlap
         self.check_inputs(output_type, tile_size, tile_overlap)
         rgb = self.image_processor.preprocess(image)
         batch, _, height, width = rgb.shape

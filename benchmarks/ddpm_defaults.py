@@ -1,0 +1,109 @@
+"""Chooses the DDPM pipeline's default number of sampling steps and tile size by a fixed rule on the *training* scenes.
+
+    python benchmarks/ddpm_defaults.py --model hsr-diffusers/ddpm-cave --data /path/to/prepared/cave --split train
+
+Every (steps, tile size) pair is scored on fixed crops of the training scenes (RMSE and SAM of one sample, projection
+on, the pipeline's own scheduler), and timed per UNet step on a 1-megapixel photo. The rule: the fastest pair whose
+RMSE and SAM are both within `--tolerance` of the best values any pair reaches. The reported (validation) split is not
+read, so the defaults cannot be tuned to the numbers reported elsewhere.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import markdown_table, photo_rgb, write_result  # noqa: E402
+from sampling_steps import fixed_crops  # noqa: E402
+
+from hsr_diffusers import HSRPipeline, metrics  # noqa: E402
+from hsr_diffusers.spectral import render_rgb  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="hsr-diffusers/ddpm-cave")
+    parser.add_argument("--data", required=True, help="A dataset folder written by `hsr data prepare`.")
+    parser.add_argument("--split", default="train", help="Never the split whose numbers are reported.")
+    parser.add_argument("--crop_size", type=int, default=256)
+    parser.add_argument("--crops_per_scene", type=int, default=1)
+    parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 5, 10])
+    parser.add_argument(
+        "--tiles", type=str, nargs="+", default=["64:16", "128:16", "256:32"], help="tile_size:tile_overlap pairs."
+    )
+    parser.add_argument("--tolerance", type=float, default=0.02, help="Relative slack on the best RMSE and SAM.")
+    parser.add_argument("--timing_megapixels", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default="ddpm_defaults")
+    return parser.parse_args(argv)
+
+
+def seconds_per_step(pipe, rgb, tile_size: int, tile_overlap: int) -> float:
+    """Wall time of one sampling step over the whole image (two steps minus one step, so set-up cancels out)."""
+    times = []
+    for steps in (1, 2):
+        start = time.perf_counter()
+        pipe(rgb, num_inference_steps=steps, tile_size=tile_size, tile_overlap=tile_overlap)
+        times.append(time.perf_counter() - start)
+    return times[1] - times[0]
+
+
+def choose(rows: list[dict], tolerance: float) -> dict:
+    """The fastest configuration within `tolerance` of the best RMSE and of the best SAM."""
+    best_rmse, best_sam = min(r["rmse"] for r in rows), min(r["sam"] for r in rows)
+    eligible = [r for r in rows if r["rmse"] <= best_rmse * (1 + tolerance) and r["sam"] <= best_sam * (1 + tolerance)]
+    return min(eligible, key=lambda r: r["seconds_per_mp"])
+
+
+def main(args):
+    pipe = HSRPipeline.from_pretrained(args.model)
+    pipe.set_progress_bar_config(disable=True)
+    crops = fixed_crops(args.data, args.split, args.crop_size, args.crops_per_scene)
+    side = int(round(args.timing_megapixels**0.5 * 1000))
+    timing_image = photo_rgb(side, side)
+
+    rows = []
+    for spec in args.tiles:
+        tile_size, tile_overlap = (int(v) for v in spec.split(":"))
+        per_step = seconds_per_step(pipe, timing_image, tile_size, tile_overlap) / (side * side / 1e6)
+        for steps in args.steps:
+            rmse, sam = [], []
+            for _, cube in crops:
+                rgb = render_rgb(cube, pipe.config.response) / np.float32(255)
+                generator = torch.Generator().manual_seed(args.seed)
+                pred = pipe(
+                    rgb, num_inference_steps=steps, tile_size=tile_size, tile_overlap=tile_overlap, generator=generator
+                ).cubes[0]
+                rmse.append(metrics.rmse(pred, cube))
+                sam.append(metrics.sam(pred, cube))
+            row = {"steps": steps, "tile": spec, "rmse": float(np.mean(rmse)), "sam": float(np.mean(sam))}
+            row["seconds_per_mp"] = steps * per_step
+            rows.append(row)
+            print(row, flush=True)
+
+    chosen = choose(rows, args.tolerance)
+    header = ["steps", "tile:overlap", "RMSE", "SAM (rad)", "s / MP (estimated)", "chosen"]
+    table = [
+        [r["steps"], r["tile"], r["rmse"], r["sam"], r["seconds_per_mp"], "**yes**" if r is chosen else ""]
+        for r in rows
+    ]
+    body = (
+        f"Model `{args.model}`; {len(crops)} fixed {args.crop_size}x{args.crop_size} crops of the `{args.split}` scenes, "
+        f"one sample each, seed {args.seed}, projection on. Time: seconds of one sampling step on a {side}x{side} photo "
+        "(`examples/coffee.png` resized), times the steps.\n\n"
+        f"Rule: the fastest configuration whose RMSE and SAM are both within {args.tolerance:.0%} of the best values "
+        f"in the table.\n\n{markdown_table(header, table)}\n\n"
+        f"**Chosen:** {chosen['steps']} steps, tiles of {chosen['tile'].split(':')[0]} px with "
+        f"{chosen['tile'].split(':')[1]} px overlap.\n"
+    )
+    write_result(args.output, "DDPM default steps and tile size, chosen on the training scenes", body)
+    return chosen
+
+
+if __name__ == "__main__":
+    main(parse_args())

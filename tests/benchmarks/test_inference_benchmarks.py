@@ -1,0 +1,89 @@
+"""`benchmarks/ddpm_defaults.py` and `benchmarks/throughput.py` on tiny saved pipelines and fixture data."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from hsr_diffusers import HSRDiffusionPipeline, HSRPixelGANGenerator, HSRPixelGANPipeline
+from hsr_diffusers.data import make_synthetic_dataset
+
+from ..testing_utils import tiny_ddpm_unet
+
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+import common  # noqa: E402
+import ddpm_defaults  # noqa: E402
+import throughput  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def restore_grad_mode():
+    """`throughput.worker` switches autograd off for its whole (sub)process; here it runs inside the test process."""
+    yield
+    torch.set_grad_enabled(True)
+
+
+def test_rule_picks_the_fastest_configuration_within_tolerance():
+    rows = [
+        {"steps": 10, "tile": "256:32", "rmse": 0.100, "sam": 0.200, "seconds_per_mp": 100.0},
+        {"steps": 2, "tile": "256:32", "rmse": 0.101, "sam": 0.203, "seconds_per_mp": 20.0},
+        {"steps": 1, "tile": "64:16", "rmse": 0.110, "sam": 0.201, "seconds_per_mp": 5.0},  # RMSE 10 % off: out
+        {"steps": 1, "tile": "128:16", "rmse": 0.100, "sam": 0.250, "seconds_per_mp": 8.0},  # SAM 25 % off: out
+    ]
+    assert ddpm_defaults.choose(rows, tolerance=0.02) is rows[1]
+    assert ddpm_defaults.choose(rows, tolerance=0.5) is rows[2]
+
+
+def test_photo_input_is_camera_rgb_of_the_requested_size():
+    rgb = common.photo_rgb(50, 70)
+    assert rgb.shape == (50, 70, 3) and rgb.dtype == np.float32
+    assert 0 <= rgb.min() and rgb.max() <= 1 and rgb.std() > 0.01
+
+
+@pytest.fixture()
+def tiny_ddpm_dir(tmp_path):
+    unet = tiny_ddpm_unet()
+    pipe = HSRDiffusionPipeline(
+        unet=unet,
+        scheduler=DDIMScheduler(),
+        default_tile_size=32,
+        default_tile_overlap=8,
+        default_num_inference_steps=2,
+    )
+    pipe.save_pretrained(tmp_path / "ddpm")
+    return tmp_path / "ddpm"
+
+
+def test_ddpm_defaults_scores_every_configuration_and_writes_the_choice(tiny_ddpm_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
+    data = make_synthetic_dataset(tmp_path / "data", num_train=2, num_validation=1, height=40, width=40)
+    args = ddpm_defaults.parse_args(
+        ["--model", str(tiny_ddpm_dir), "--data", str(data), "--crop_size", "24", "--steps", "1", "2"]
+        + ["--tiles", "16:4", "24:4", "--timing_megapixels", "0.0016", "--output", "defaults"]
+    )
+    chosen = ddpm_defaults.main(args)
+    assert chosen["steps"] in (1, 2) and chosen["tile"] in ("16:4", "24:4")
+    text = (tmp_path / "results" / "defaults.md").read_text()
+    assert text.count("| 16:4 |") == 2 and text.count("| 24:4 |") == 2 and "**Chosen:**" in text
+    assert "2 fixed 24x24 crops of the `train` scenes" in text  # never the validation split
+
+
+def test_throughput_worker_runs_each_pipeline_with_its_own_tiling(tiny_ddpm_dir, tmp_path):
+    torch.manual_seed(0)
+    HSRPixelGANPipeline(unet=HSRPixelGANGenerator(in_channels=3, out_channels=31, num_downs=3, ngf=4)).save_pretrained(
+        tmp_path / "gan"
+    )
+    spec = {"name": "PixelGAN", "kind": "gan", "path": str(tmp_path / "gan"), "megapixels": 0.01, "steps": None}
+    whole = throughput.worker({**spec, "tile_size": 128})
+    tiled = throughput.worker({**spec, "tile_size": 96})  # larger than one 96-pixel tile: tiled to bound memory
+    assert (whole["height"], whole["width"], whole["tile"], whole["steps"]) == (100, 100, None, None)
+    assert tiled["tile"] == 96 and tiled["seconds"] > 0 and tiled["peak_mib"] > 0
+
+    ddpm = throughput.worker({**spec, "name": "DDPM", "kind": "ddpm", "path": str(tiny_ddpm_dir), "tile_size": 512})
+    assert (ddpm["tile"], ddpm["steps"]) == (32, 2)  # the pipeline's own defaults
+    assert throughput._settings(ddpm) == "2 steps, tiles 32"
