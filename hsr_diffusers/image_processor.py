@@ -197,7 +197,7 @@ class HSRImageProcessor:
         pinv = self.rendering_pinv.to(cube.device)  # [3, bands]
         # Per-band outer products a_c a_cᵀ, so that the Gram matrix of the free bands of every pixel is one matmul.
         outer = (rendering[:, :, None] * rendering[:, None, :]).reshape(-1, 9)  # [bands, 9]
-        cube = self.project(cube, rgb).clamp(0.0, 1.0).float().contiguous()
+        cube = self.project(cube, rgb).float().clamp_(0.0, 1.0).contiguous()  # a fresh tensor: clamp in place
         batch, bands, height, width = cube.shape
         # Band-major views ([bands, P] and [3, P]; copies only for batches of several images): the few pixels that need
         # the iteration are gathered from them, so the image itself is never transposed.
