@@ -38,6 +38,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--tolerance", type=float, default=0.02, help="Relative slack on the best RMSE and SAM.")
     parser.add_argument("--timing_megapixels", type=float, default=1.0)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="Weights and UNet inputs.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="ddpm_defaults")
     return parser.parse_args(argv)
@@ -61,7 +62,7 @@ def choose(rows: list[dict], tolerance: float) -> dict:
 
 
 def main(args):
-    pipe = HSRPipeline.from_pretrained(args.model)
+    pipe = HSRPipeline.from_pretrained(args.model, dtype=getattr(torch, args.dtype))
     pipe.set_progress_bar_config(disable=True)
     crops = fixed_crops(args.data, args.split, args.crop_size, args.crops_per_scene)
     side = int(round(args.timing_megapixels**0.5 * 1000))
@@ -93,7 +94,7 @@ def main(args):
         for r in rows
     ]
     body = (
-        f"Model `{args.model}`; {len(crops)} fixed {args.crop_size}x{args.crop_size} crops of the `{args.split}` scenes, "
+        f"Model `{args.model}` in {args.dtype}; {len(crops)} fixed {args.crop_size}x{args.crop_size} crops of the `{args.split}` scenes, "
         f"one sample each, seed {args.seed}, projection on. Time: seconds of one sampling step on a {side}x{side} photo "
         "(`examples/coffee.png` resized), times the steps.\n\n"
         f"Rule: the fastest configuration whose RMSE and SAM are both within {args.tolerance:.0%} of the best values "

@@ -70,7 +70,7 @@ def test_ddpm_defaults_scores_every_configuration_and_writes_the_choice(tiny_ddp
     assert chosen["steps"] in (1, 2) and chosen["tile"] in ("16:4", "24:4")
     text = (tmp_path / "results" / "defaults.md").read_text()
     assert text.count("| 16:4 |") == 2 and text.count("| 24:4 |") == 2 and "**Chosen:**" in text
-    assert "2 fixed 24x24 crops of the `train` scenes" in text  # never the validation split
+    assert "in float32; 2 fixed 24x24 crops of the `train` scenes" in text  # never the validation split
 
 
 def test_throughput_worker_runs_each_pipeline_with_its_own_tiling(tiny_ddpm_dir, tmp_path):
