@@ -35,6 +35,15 @@ def parse_args(argv=None):
     parser.add_argument("--max_megapixels_ddpm", type=float, default=1.0, help="Largest size for the DDPM.")
     parser.add_argument("--max_megapixels_awan", type=float, default=0.25, help="Largest size for AWAN.")
     parser.add_argument("--ddpm_steps", type=int, default=None, help="Default: the pipeline's own.")
+    parser.add_argument(
+        "--ddpm_dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="Weights of the DDPM (the others: fp32).",
+    )
+    parser.add_argument(
+        "--only", nargs="+", default=None, help="Run only these pipelines (DDPM, PixelGAN, MST++, AWAN)."
+    )
     parser.add_argument("--tile_size", type=int, default=512, help="For pipelines without a default tile size.")
     parser.add_argument("--timeout", type=int, default=900)
     parser.add_argument("--output", default="throughput")
@@ -42,13 +51,13 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def build(name: str, path: str | None):
+def build(name: str, path: str | None, dtype: str = "float32"):
     import torch
 
     from hsr_diffusers import AWAN, HSRPipeline, HSRPixelGANPipeline, MSTPlusPlus
 
     if path:
-        return HSRPipeline.from_pretrained(path)
+        return HSRPipeline.from_pretrained(path, dtype=getattr(torch, dtype))
     torch.manual_seed(0)
     if name == "MST++":
         return HSRPixelGANPipeline(unet=MSTPlusPlus())
@@ -60,7 +69,7 @@ def worker(spec: dict) -> dict:
     import torch
 
     torch.set_grad_enabled(False)
-    pipe = build(spec["name"], spec["path"])
+    pipe = build(spec["name"], spec["path"], spec.get("dtype", "float32"))
     pipe.set_progress_bar_config(disable=True)
     side = int(round((spec["megapixels"] * 1e6) ** 0.5))
     height, width = side, int(round(spec["megapixels"] * 1e6 / side))
@@ -89,11 +98,18 @@ def main(args):
         print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
         return
     pipelines = [
-        ("DDPM", "ddpm", args.ddpm, args.max_megapixels_ddpm),
+        (
+            "DDPM" + (f" ({args.ddpm_dtype})" if args.ddpm_dtype != "float32" else ""),
+            "ddpm",
+            args.ddpm,
+            args.max_megapixels_ddpm,
+        ),
         ("PixelGAN", "gan", args.pixelgan, None),
         ("MST++", "gan", args.mst, args.max_megapixels_slow),
         ("AWAN", "gan", args.awan, min(args.max_megapixels_slow, args.max_megapixels_awan)),
     ]
+    if args.only:
+        pipelines = [p for p in pipelines if p[0].split(" ")[0] in args.only]
     rows, speed = [], {}
     for label, kind, path, largest in pipelines:
         for megapixels in args.megapixels:
@@ -106,6 +122,7 @@ def main(args):
                 "path": path,
                 "megapixels": megapixels,
                 "steps": args.ddpm_steps,
+                "dtype": args.ddpm_dtype if kind == "ddpm" else "float32",
                 "tile_size": args.tile_size,
             }
             command = [sys.executable, __file__, "--worker", json.dumps(spec)]

@@ -87,3 +87,7 @@ def test_throughput_worker_runs_each_pipeline_with_its_own_tiling(tiny_ddpm_dir,
     ddpm = throughput.worker({**spec, "name": "DDPM", "kind": "ddpm", "path": str(tiny_ddpm_dir), "tile_size": 512})
     assert (ddpm["tile"], ddpm["steps"]) == (32, 2)  # the pipeline's own defaults
     assert throughput._settings(ddpm) == "2 steps, tiles 32"
+    bf16 = throughput.worker(
+        {**spec, "kind": "ddpm", "path": str(tiny_ddpm_dir), "tile_size": 512, "dtype": "bfloat16"}
+    )
+    assert bf16["seconds"] > 0 and bf16["steps"] == 2
