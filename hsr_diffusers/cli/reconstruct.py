@@ -516,26 +516,23 @@ def run_reconstruct(args: argparse.Namespace) -> int:
                     f"too large ({width}x{height}): the output cubes need about {needed / 2**30:.1f} GiB of memory, "
                     f"{available / 2**30:.1f} GiB are available; downscale it or use fewer --samples"
                 )
-            tile_size = args.tile_size
+            tile_size, tile_overlap = args.tile_size, TILE_OVERLAP
             default_tile = getattr(pipe.config, "default_tile_size", None)
             if tile_size is None and default_tile is not None:
-                tile_size = default_tile  # the model's own efficient tile (attention cost grows with the tile)
+                # The model's own efficient tile (attention cost grows with the tile), and its own overlap with it.
+                tile_size, tile_overlap = default_tile, None
             elif tile_size is None and height * width > args.max_megapixels * 1e6:
                 tile_size = auto_tile_size(args.max_megapixels, pipe.downsample_factor)
 
             pipe.set_progress_bar_config(disable=None, leave=False, desc=name)
+            sampling = {}
             if is_diffusion:
-                output = pipe(
-                    rgb,
-                    num_inference_steps=steps,
-                    num_samples=samples,
-                    generator=torch.Generator().manual_seed(seed),
-                    tile_size=tile_size,
-                    # With the model's own tile, its own overlap too.
-                    tile_overlap=None if args.tile_size is None and tile_size == default_tile else TILE_OVERLAP,
-                )
-            else:
-                output = pipe(rgb, tile_size=tile_size, tile_overlap=TILE_OVERLAP)
+                sampling = {
+                    "num_inference_steps": steps,
+                    "num_samples": samples,
+                    "generator": torch.Generator().manual_seed(seed),
+                }
+            output = pipe(rgb, tile_size=tile_size, tile_overlap=tile_overlap, **sampling)
             cube = output.cubes[0]  # (H, W, bands)
             uncertainty = None if output.uncertainty is None else output.uncertainty[0]
 
