@@ -5,7 +5,8 @@
 Every (steps, tile size) pair is scored on fixed crops of the training scenes (RMSE and SAM of one sample, projection
 on, the pipeline's own scheduler), and timed per UNet step on a 1-megapixel photo. The rule: the fastest pair whose
 RMSE and SAM are both within `--tolerance` of the best values any pair reaches. The reported (validation) split is not
-read, so the defaults cannot be tuned to the numbers reported elsewhere.
+read, so the defaults cannot be tuned to the numbers reported elsewhere. Given several models (a model and its
+distilled student), the same rule chooses among the (model, steps, tile) triples of all of them.
 """
 
 import argparse
@@ -27,7 +28,7 @@ from hsr_diffusers.spectral import render_rgb  # noqa: E402
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="hsr-diffusers/ddpm-cave")
+    parser.add_argument("--model", nargs="+", default=["hsr-diffusers/ddpm-cave"], help="One or several models.")
     parser.add_argument("--data", required=True, help="A dataset folder written by `hsr data prepare`.")
     parser.add_argument("--split", default="train", help="Never the split whose numbers are reported.")
     parser.add_argument("--crop_size", type=int, default=256)
@@ -62,16 +63,49 @@ def choose(rows: list[dict], tolerance: float) -> dict:
 
 
 def main(args):
-    pipe = HSRPipeline.from_pretrained(args.model, dtype=getattr(torch, args.dtype))
-    pipe.set_progress_bar_config(disable=True)
     crops = fixed_crops(args.data, args.split, args.crop_size, args.crops_per_scene)
     side = int(round(args.timing_megapixels**0.5 * 1000))
     timing_image = photo_rgb(side, side)
+    rows = []
+    for model in args.model:
+        rows += score_model(args, model, crops, timing_image)
 
+    chosen = choose(rows, args.tolerance)
+    header = ["model", "steps", "tile:overlap", "RMSE", "SAM (rad)", "s / MP (estimated)", "chosen"]
+    table = [
+        [
+            f"`{r['model']}`",
+            r["steps"],
+            r["tile"],
+            r["rmse"],
+            r["sam"],
+            r["seconds_per_mp"],
+            "**yes**" if r is chosen else "",
+        ]
+        for r in rows
+    ]
+    body = (
+        f"Models in {args.dtype}; {len(crops)} fixed {args.crop_size}x{args.crop_size} crops of the `{args.split}` scenes, "
+        f"one sample each, seed {args.seed}, projection on. Time: seconds of one sampling step on a {side}x{side} photo "
+        "(`examples/coffee.png` resized), times the steps.\n\n"
+        f"Rule: the fastest configuration whose RMSE and SAM are both within {args.tolerance:.0%} of the best values "
+        f"in the table.\n\n{markdown_table(header, table)}\n\n"
+        f"**Chosen:** `{chosen['model']}`, {chosen['steps']} steps, tiles of {chosen['tile'].split(':')[0]} px with "
+        f"{chosen['tile'].split(':')[1]} px overlap.\n"
+    )
+    write_result(args.output, "DDPM default steps and tile size, chosen on the training scenes", body)
+    return chosen
+
+
+def score_model(args, model: str, crops: list, timing_image: np.ndarray) -> list[dict]:
+    """RMSE, SAM and estimated seconds per megapixel of every (steps, tile) pair of one model."""
+    pipe = HSRPipeline.from_pretrained(model, dtype=getattr(torch, args.dtype))
+    pipe.set_progress_bar_config(disable=True)
+    megapixels = timing_image.shape[0] * timing_image.shape[1] / 1e6
     rows = []
     for spec in args.tiles:
         tile_size, tile_overlap = (int(v) for v in spec.split(":"))
-        per_step = seconds_per_step(pipe, timing_image, tile_size, tile_overlap) / (side * side / 1e6)
+        per_step = seconds_per_step(pipe, timing_image, tile_size, tile_overlap) / megapixels
         for steps in args.steps:
             rmse, sam = [], []
             for _, cube in crops:
@@ -82,28 +116,17 @@ def main(args):
                 ).cubes[0]
                 rmse.append(metrics.rmse(pred, cube))
                 sam.append(metrics.sam(pred, cube))
-            row = {"steps": steps, "tile": spec, "rmse": float(np.mean(rmse)), "sam": float(np.mean(sam))}
+            row = {
+                "model": model,
+                "steps": steps,
+                "tile": spec,
+                "rmse": float(np.mean(rmse)),
+                "sam": float(np.mean(sam)),
+            }
             row["seconds_per_mp"] = steps * per_step
             rows.append(row)
             print(row, flush=True)
-
-    chosen = choose(rows, args.tolerance)
-    header = ["steps", "tile:overlap", "RMSE", "SAM (rad)", "s / MP (estimated)", "chosen"]
-    table = [
-        [r["steps"], r["tile"], r["rmse"], r["sam"], r["seconds_per_mp"], "**yes**" if r is chosen else ""]
-        for r in rows
-    ]
-    body = (
-        f"Model `{args.model}` in {args.dtype}; {len(crops)} fixed {args.crop_size}x{args.crop_size} crops of the `{args.split}` scenes, "
-        f"one sample each, seed {args.seed}, projection on. Time: seconds of one sampling step on a {side}x{side} photo "
-        "(`examples/coffee.png` resized), times the steps.\n\n"
-        f"Rule: the fastest configuration whose RMSE and SAM are both within {args.tolerance:.0%} of the best values "
-        f"in the table.\n\n{markdown_table(header, table)}\n\n"
-        f"**Chosen:** {chosen['steps']} steps, tiles of {chosen['tile'].split(':')[0]} px with "
-        f"{chosen['tile'].split(':')[1]} px overlap.\n"
-    )
-    write_result(args.output, "DDPM default steps and tile size, chosen on the training scenes", body)
-    return chosen
+    return rows
 
 
 if __name__ == "__main__":

@@ -71,10 +71,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Scheduler saved with the pipeline (and used for validation), built from the training scheduler config.",
     )
     ddpm.add_argument("--validation_inference_steps", type=int, default=10)
+    ddpm.add_argument(
+        "--distill_from",
+        type=str,
+        default=None,
+        help="A released HSRDiffusionPipeline folder to distil into a one-step model: the student starts from its "
+        "UNet, estimator, residual scale and noise schedule, and learns to map the initial noise to the teacher's "
+        "sample for the same noise in one UNet evaluation (Luhman & Luhman 2021). --model_config, --residual, "
+        "--prediction_type and --residual_scale are then taken from the teacher.",
+    )
+    ddpm.add_argument(
+        "--teacher_steps", type=int, default=None, help="Teacher sampling steps (default: its own default)."
+    )
     args = train_utils.parse_with_preset(parser, "ddpm", argv)
     if args.residual == "none" and args.residual_scale is None:
         args.residual_scale = 1.0
+    # Sampling defaults of the released pipeline. Attention at the lowest UNet level costs the square of its token
+    # count: tiles of a few patch sizes are fast. A distilled student overrides these (see `load_teacher`).
+    args.release_defaults = {"default_tile_size": 4 * args.resolution}
     return args
+
+
+def load_teacher(args: argparse.Namespace, accelerator, wavelengths: list) -> HSRDiffusionPipeline:
+    """The released pipeline to distil from, frozen; the student's residual settings are set to its own."""
+    teacher = HSRDiffusionPipeline.from_pretrained(args.distill_from).to(accelerator.device)
+    if list(teacher.config.wavelengths) != list(wavelengths):
+        raise ValueError(
+            f"The teacher's wavelengths {teacher.config.wavelengths} differ from the data's {wavelengths}."
+        )
+    teacher.unet.requires_grad_(False).eval()
+    teacher.set_progress_bar_config(disable=True)
+    args.residual = "root_poly" if teacher.estimator is not None else "none"
+    args.residual_scale = teacher.config.residual_scale
+    args.prediction_type = teacher.scheduler.config.prediction_type
+    if args.prediction_type == "epsilon":
+        # x0 = (x_T - sqrt(1 - a_T) eps) / sqrt(a_T) divides by about 0.006 at the noisiest step.
+        raise ValueError("--distill_from needs a teacher that predicts 'sample' or 'v_prediction', not 'epsilon'.")
+    if args.teacher_steps is None:
+        args.teacher_steps = teacher.config.default_num_inference_steps
+    args.release_defaults = {
+        "default_num_inference_steps": 1,
+        "default_tile_size": teacher.config.default_tile_size,
+        "default_tile_overlap": teacher.config.default_tile_overlap,
+    }
+    return teacher
 
 
 def inference_scheduler(name: str, config) -> DDPMScheduler:
@@ -101,18 +141,25 @@ def main(args: argparse.Namespace) -> None:
         )
     train_dataset = train_utils.make_train_dataset(args, train_split, response)
 
-    # 2. Models: closed-form estimator (fitted once, saved beside the checkpoints), UNet, noise scheduler
-    estimator = train_utils.load_or_fit_estimator(args, accelerator, train_split, response, wavelengths)
-    unet_config.update(in_channels=3 + num_bands * (2 if estimator is not None else 1), out_channels=num_bands)
-    unet = UNet2DModel(**unet_config)
-    noise_scheduler = DDPMScheduler(
-        num_train_timesteps=args.num_train_timesteps,
-        beta_schedule=args.beta_schedule,
-        prediction_type=args.prediction_type,
-        rescale_betas_zero_snr=args.rescale_betas_zero_snr,
-        # The residual is not bounded by [-1, 1]: clipping x0 would cut real signal.
-        clip_sample=args.residual == "none",
-    )
+    # 2. Models: closed-form estimator (fitted once, saved beside the checkpoints), UNet, noise scheduler; a
+    #    distilled student starts as a copy of its teacher instead
+    teacher = load_teacher(args, accelerator, wavelengths) if args.distill_from else None
+    if teacher is not None:
+        estimator = teacher.estimator
+        unet = UNet2DModel.from_pretrained(args.distill_from, subfolder="unet")
+        noise_scheduler = DDPMScheduler.from_config(teacher.scheduler.config)
+    else:
+        estimator = train_utils.load_or_fit_estimator(args, accelerator, train_split, response, wavelengths)
+        unet_config.update(in_channels=3 + num_bands * (2 if estimator is not None else 1), out_channels=num_bands)
+        unet = UNet2DModel(**unet_config)
+        noise_scheduler = DDPMScheduler(
+            num_train_timesteps=args.num_train_timesteps,
+            beta_schedule=args.beta_schedule,
+            prediction_type=args.prediction_type,
+            rescale_betas_zero_snr=args.rescale_betas_zero_snr,
+            # The residual is not bounded by [-1, 1]: clipping x0 would cut real signal.
+            clip_sample=args.residual == "none",
+        )
     pipeline = HSRDiffusionPipeline(
         unet=unet, scheduler=noise_scheduler, estimator=estimator, wavelengths=wavelengths, response=response
     )
@@ -210,6 +257,10 @@ def main(args: argparse.Namespace) -> None:
         range(max_train_steps), initial=global_step, disable=not accelerator.is_local_main_process, desc="Steps"
     )
     scale = args.residual_scale
+    # The one timestep a one-step sampler visits (the noisiest, with trailing spacing).
+    student_timestep = inference_scheduler(args.inference_scheduler, noise_scheduler.config)
+    student_timestep.set_timesteps(1)
+    student_timestep = int(student_timestep.timesteps[0])
     for epoch in range(first_epoch, num_epochs):
         if global_step >= max_train_steps:
             break  # resumed from the final checkpoint: nothing left to train
@@ -223,27 +274,48 @@ def main(args: argparse.Namespace) -> None:
             condition, base, cube = condition_and_target(batch)
             clean = (cube - base) * scale  # [B, bands, P, P]
             noise = torch.randn(clean.shape, generator=noise_generator.generator, device=clean.device)
-            timesteps = torch.randint(
-                0,
-                noise_scheduler.config.num_train_timesteps,
-                (clean.shape[0],),
-                generator=noise_generator.generator,
-                device=clean.device,
-            )
-            noisy = noise_scheduler.add_noise(clean, noise, timesteps)
+            if teacher is not None:
+                # Distillation: from the pure noise the sampler starts with, predict the teacher's sample for it.
+                timesteps = torch.full((clean.shape[0],), student_timestep, device=clean.device)
+                noisy = noise * teacher.scheduler.init_noise_sigma
+                rgb = processor.denormalize(batch["rgb"]).clamp(0.0, 1.0)
+                with torch.no_grad():
+                    sampled = teacher(
+                        rgb,
+                        num_inference_steps=args.teacher_steps,
+                        latents=noise,
+                        tile_size=args.resolution,  # a patch is one tile
+                        tile_overlap=0,
+                        output_type="pt",
+                    ).cubes
+                clean = (processor.normalize(sampled.to(clean.device)) - base) * scale
+            else:
+                timesteps = torch.randint(
+                    0,
+                    noise_scheduler.config.num_train_timesteps,
+                    (clean.shape[0],),
+                    generator=noise_generator.generator,
+                    device=clean.device,
+                )
+                noisy = noise_scheduler.add_noise(clean, noise, timesteps)
 
             with accelerator.accumulate(unet):
                 # Condition first, then the noisy residual: [B, 3 (+bands) + bands, P, P].
                 model_output = unet(torch.cat([condition, noisy], dim=1), timesteps).sample
-                if args.prediction_type == "epsilon":
+                output, target = model_output, clean
+                if teacher is not None:
+                    # Compare what the pipeline returns: the RGB-consistent projection of the predicted cube. The
+                    # projection restores what the camera sees, so the student spends no capacity on it.
+                    predicted = pipeline._to_clean(model_output.float(), noisy, timesteps[:, None, None, None])
+                    predicted = processor.project(processor.denormalize(base + predicted / scale), rgb)
+                    output = (processor.normalize(predicted) - base) * scale
+                elif args.prediction_type == "epsilon":
                     target = noise
-                elif args.prediction_type == "sample":
-                    target = clean
-                else:
+                elif args.prediction_type == "v_prediction":
                     target = noise_scheduler.get_velocity(clean, noise, timesteps)
                 error = F.mse_loss if args.loss == "mse" else F.l1_loss
-                per_sample = error(model_output.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-                if args.snr_gamma is not None:
+                per_sample = error(output.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+                if args.snr_gamma is not None and teacher is None:
                     # Min-SNR-gamma (Hang et al. 2023), expressed for each prediction target.
                     snr = compute_snr(noise_scheduler, timesteps)
                     clipped = torch.clamp(snr, max=args.snr_gamma)
@@ -342,8 +414,7 @@ def build_pipeline(accelerator, unet, ema_unet, noise_scheduler, pipeline, args)
         wavelengths=pipeline.config.wavelengths,
         response=pipeline.config.response,
         residual_scale=args.residual_scale,
-        # Attention at the lowest UNet level costs the square of its token count: tiles of a few patch sizes are fast.
-        default_tile_size=4 * args.resolution,
+        **args.release_defaults,
     )
 
 

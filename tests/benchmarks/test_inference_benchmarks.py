@@ -59,17 +59,22 @@ def tiny_ddpm_dir(tmp_path):
     return tmp_path / "ddpm"
 
 
-def test_ddpm_defaults_scores_every_configuration_and_writes_the_choice(tiny_ddpm_dir, tmp_path, monkeypatch):
+def test_ddpm_defaults_scores_every_configuration_of_every_model_and_writes_the_choice(
+    tiny_ddpm_dir, tmp_path, monkeypatch
+):
     monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
     data = make_synthetic_dataset(tmp_path / "data", num_train=2, num_validation=1, height=40, width=40)
+    student = HSRDiffusionPipeline.from_pretrained(tiny_ddpm_dir)
+    student.unet.conv_out.bias.data += 0.5  # a clearly worse second model (a stand-in for a distilled student)
+    student.save_pretrained(tmp_path / "student")
     args = ddpm_defaults.parse_args(
-        ["--model", str(tiny_ddpm_dir), "--data", str(data), "--crop_size", "24", "--steps", "1", "2"]
-        + ["--tiles", "16:4", "24:4", "--timing_megapixels", "0.0016", "--output", "defaults"]
+        ["--model", str(tiny_ddpm_dir), str(tmp_path / "student"), "--data", str(data), "--crop_size", "24"]
+        + ["--steps", "1", "2", "--tiles", "16:4", "24:4", "--timing_megapixels", "0.0016", "--output", "defaults"]
     )
     chosen = ddpm_defaults.main(args)
-    assert chosen["steps"] in (1, 2) and chosen["tile"] in ("16:4", "24:4")
+    assert chosen["model"] == str(tiny_ddpm_dir) and chosen["steps"] in (1, 2) and chosen["tile"] in ("16:4", "24:4")
     text = (tmp_path / "results" / "defaults.md").read_text()
-    assert text.count("| 16:4 |") == 2 and text.count("| 24:4 |") == 2 and "**Chosen:**" in text
+    assert text.count("| 16:4 |") == 4 and text.count("| 24:4 |") == 4 and "**Chosen:**" in text
     assert "in float32; 2 fixed 24x24 crops of the `train` scenes" in text  # never the validation split
 
 
