@@ -5,7 +5,9 @@
 For each scheduler (the method's 1000-step DDPM, DDIM, DPM-Solver++), each step count, with and without the
 RGB-consistency projection, and for 1 and 4 samples, it reports RMSE and SAM on crops of the validation scenes, and the
 ratio to the 1000-step DDPM reference. The reference costs 1000 UNet evaluations per crop, which is why crops are used
-on a CPU (`--crop_size`, `--crops_per_scene`); the crops are fixed (a grid), not chosen by their scores.
+on a CPU (`--crop_size`, `--crops_per_scene`); the crops are fixed (a grid), not chosen by their scores. For a
+distilled one-step student, `--reference_model` names its teacher, whose 1000-step sampler is then the reference, and
+`--schedulers DDIM --steps 1` scores the student as it ships.
 """
 
 import argparse
@@ -43,6 +45,10 @@ def parse_args(argv=None):
     parser.add_argument("--crops_per_scene", type=int, default=2)
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 5, 10, 20, 50])
     parser.add_argument("--reference_steps", type=int, default=1000)
+    parser.add_argument(
+        "--reference_model", default=None, help="Model of the 1000-step reference (default: --model itself)."
+    )
+    parser.add_argument("--schedulers", nargs="+", default=list(SCHEDULERS), choices=list(SCHEDULERS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="sampling_steps")
     return parser.parse_args(argv)
@@ -87,13 +93,18 @@ def main(args):
     response = pipe.config.response
     base_config = pipe.scheduler.config
 
-    pipe.scheduler = DDPMScheduler.from_config(base_config)
-    reference = evaluate(pipe, crops, response, args.reference_steps, True, 1, args.seed)
+    reference_pipe = pipe
+    if args.reference_model not in (None, args.model):
+        reference_pipe = HSRPipeline.from_pretrained(args.reference_model)
+        reference_pipe.set_progress_bar_config(disable=True)
+    reference_pipe.scheduler = DDPMScheduler.from_config(reference_pipe.scheduler.config)
+    reference = evaluate(reference_pipe, crops, response, args.reference_steps, True, 1, args.seed)
     rows = [
         ["DDPM (method)", args.reference_steps, "yes", 1, args.reference_steps, *reference[:2], 1.0, 1.0, reference[2]]
     ]
     print(rows[-1], flush=True)
-    for name, (scheduler_class, extra) in SCHEDULERS.items():
+    for name in args.schedulers:
+        scheduler_class, extra = SCHEDULERS[name]
         pipe.scheduler = scheduler_class.from_config(base_config, **extra)
         for steps in args.steps:
             for projection in (True, False):
@@ -116,9 +127,8 @@ def main(args):
     body = (
         f"Model `{args.model}`; {len(crops)} fixed {args.crop_size}x{args.crop_size} crops of the `{args.split}` scenes "
         f"({', '.join(name for name, _ in crops)}); seed {args.seed}. Reference: the method's DDPM sampler with "
-        f"{args.reference_steps} steps and the projection. Lower is better; ratios below 1 beat the reference.\n\n"
-        + markdown_table(header, rows)
-        + f"\n\n{verdict}\n"
+        f"{args.reference_steps} steps and the projection, on `{args.reference_model or args.model}`. Lower is "
+        "better; ratios below 1 beat the reference.\n\n" + markdown_table(header, rows) + f"\n\n{verdict}\n"
     )
     write_result(args.output, "DDPM accuracy against sampling steps", body)
 

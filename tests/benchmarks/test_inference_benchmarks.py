@@ -1,4 +1,4 @@
-"""`benchmarks/ddpm_defaults.py` and `benchmarks/throughput.py` on tiny saved pipelines and fixture data."""
+"""`benchmarks/ddpm_defaults.py`, `sampling_steps.py` and `throughput.py` on tiny saved pipelines and fixture data."""
 
 import sys
 from pathlib import Path
@@ -18,6 +18,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import common  # noqa: E402
 import ddpm_defaults  # noqa: E402
+import sampling_steps  # noqa: E402
 import throughput  # noqa: E402
 
 
@@ -76,6 +77,31 @@ def test_ddpm_defaults_scores_every_configuration_of_every_model_and_writes_the_
     text = (tmp_path / "results" / "defaults.md").read_text()
     assert text.count("| 16:4 |") == 4 and text.count("| 24:4 |") == 4 and "**Chosen:**" in text
     assert "in float32; 2 fixed 24x24 crops of the `train` scenes" in text  # never the validation split
+
+
+def test_sampling_steps_scores_a_student_against_its_teachers_reference(tiny_ddpm_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
+    data = make_synthetic_dataset(tmp_path / "data", num_train=1, num_validation=1, height=40, width=40)
+    teacher = HSRDiffusionPipeline.from_pretrained(tiny_ddpm_dir)
+    teacher.unet.conv_out.bias.data += 0.5
+    teacher.save_pretrained(tmp_path / "teacher")
+    args = sampling_steps.parse_args(
+        ["--model", str(tiny_ddpm_dir), "--reference_model", str(tmp_path / "teacher"), "--data", str(data)]
+        + ["--crop_size", "16", "--crops_per_scene", "1", "--reference_steps", "3", "--schedulers", "DDIM"]
+        + ["--steps", "1", "--output", "steps"]
+    )
+    sampling_steps.main(args)
+    text = (tmp_path / "results" / "steps.md").read_text()
+    assert f"on `{tmp_path / 'teacher'}`" in text and "validation" in text
+    rows = [line for line in text.splitlines() if line.startswith("| DD")]
+    assert [row.split(" | ")[:4] for row in rows] == [
+        ["| DDPM (method)", "3", "yes", "1"],
+        ["| DDIM", "1", "yes", "1"],
+        ["| DDIM", "1", "yes", "4"],
+        ["| DDIM", "1", "no", "1"],
+    ]
+    reference, student = (float(rows[i].split(" | ")[5]) for i in (0, 1))
+    assert reference != student  # scored on different models
 
 
 def test_throughput_worker_runs_each_pipeline_with_its_own_tiling(tiny_ddpm_dir, tmp_path):
