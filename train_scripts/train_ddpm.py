@@ -327,10 +327,16 @@ def main(args: argparse.Namespace) -> None:
                         per_sample = per_sample * clipped
                 loss = per_sample.mean()
                 if args.sam_weight or args.mrae_weight:
-                    predicted_clean = pipeline._to_clean(model_output.float(), noisy, timesteps[:, None, None, None])
-                    predicted_cube = processor.denormalize(base + predicted_clean / scale).clamp(0, 1)
+                    if teacher is not None:  # the student's projected cube against the teacher's sample
+                        predicted_cube, target_cube = predicted.clamp(0, 1), sampled
+                    else:
+                        predicted_clean = pipeline._to_clean(
+                            model_output.float(), noisy, timesteps[:, None, None, None]
+                        )
+                        predicted_cube = processor.denormalize(base + predicted_clean / scale).clamp(0, 1)
+                        target_cube = processor.denormalize(cube)
                     loss = loss + train_utils.spectral_losses(
-                        predicted_cube, processor.denormalize(cube), args.sam_weight, args.mrae_weight
+                        predicted_cube, target_cube, args.sam_weight, args.mrae_weight
                     )
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:

@@ -36,7 +36,17 @@ def test_distilled_student_keeps_teacher_parts_and_moves_towards_its_samples(tin
 
     # A small learning rate: Adam's first steps move every weight by about the learning rate, which at 1e-3 first
     # throws a trained student off its teacher.
-    args = common_args(tiny_dataset, student_dir, 10, "--distill_from", str(teacher_dir), "--learning_rate", "1e-4")
+    args = common_args(
+        tiny_dataset,
+        student_dir,
+        10,
+        "--distill_from",
+        str(teacher_dir),
+        "--learning_rate",
+        "1e-4",
+        "--sam_weight",
+        "0.1",
+    )
     train_ddpm.main(train_ddpm.parse_args([*args, "--validation_inference_steps", "1"]))
 
     student = HSRDiffusionPipeline.from_pretrained(student_dir)
