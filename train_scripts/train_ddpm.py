@@ -257,10 +257,11 @@ def main(args: argparse.Namespace) -> None:
         range(max_train_steps), initial=global_step, disable=not accelerator.is_local_main_process, desc="Steps"
     )
     scale = args.residual_scale
-    # The one timestep a one-step sampler visits (the noisiest, with trailing spacing).
-    student_timestep = inference_scheduler(args.inference_scheduler, noise_scheduler.config)
-    student_timestep.set_timesteps(1)
-    student_timestep = int(student_timestep.timesteps[0])
+    if teacher is not None:
+        # The one timestep the released one-step sampler visits (the noisiest, with trailing spacing).
+        sampler = inference_scheduler(args.inference_scheduler, noise_scheduler.config)
+        sampler.set_timesteps(1)
+        student_timestep = int(sampler.timesteps[0])
     for epoch in range(first_epoch, num_epochs):
         if global_step >= max_train_steps:
             break  # resumed from the final checkpoint: nothing left to train
