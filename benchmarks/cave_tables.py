@@ -1,12 +1,23 @@
 r"""Regenerate `benchmarks/results/cave_tables.md`: every method on the CAVE validation scenes, in one command.
 
-    hsr data prepare --format cave ../shared/data/cave data/cave --split cave      # once: 10 train / 2 validation
-    python benchmarks/cave_tables.py --data data/cave --samples 8 \
-        --models ddpm=runs/ddpm_cave pixelgan=runs/gan_cave awan=runs/awan_cave \
+    hsr data prepare --format cave ../shared/data/cave data/cave --split cave      # once: 17 train / 2 validation
+    python benchmarks/cave_tables.py --data data/cave --samples 4 --floor root_poly \
+        --models ddpm=hsr-diffusers/ddpm-cave pixelgan=hsr-diffusers/pixelgan-cave \
                  mst_plus_plus=runs/mst_cave root_poly=runs/root_poly_cave
 
 Each `name=path` is a pipeline folder written by the training scripts (or a bundled name). Every model sees the same RGB
-of each validation scene and is scored by `hsr_diffusers.evaluation.evaluate` with the same metrics. The report holds
+of each validation scene and is scored by `hsr_diffusers.evaluation.evaluate` with the same metrics, under three
+input conditions (`--conditions`):
+
+- `clean`: the NTIRE 2020 clean render (8-bit, linear) through the model's response;
+- `noise_jpeg`: a photo taken with the model's own response: shot noise at 5000 photo-electrons at the scene's mean
+  green level, stored as 8-bit sRGB JPEG of quality 80 (`hsr_diffusers.data.degradation.render_photo`);
+- `cameras`: photos of the cameras held out of degradation-aware training (`HELD_OUT_CAMERAS`, no noise, 8-bit
+  sRGB), each mapped to the model's space by its best 3x3 correction on the ColorChecker; one evaluation per camera,
+  reported as their mean.
+
+With `--floor NAME`, a summary table gives every model's RMSE and SAM as a ratio to that model's (the root-polynomial
+regression refit on the same training scenes) under each condition, with the DDPM's coverage at ±1σ and ±2σ. The report holds
 the exact command line, the machine, each model's training budget (read from its folder's README.md model card, else
 from its last `checkpoint-N`), the mean table, the per-scene table (one row per scene, one column group per method) and
 the uncertainty calibration of the diffusion model. Checkpoint selection, the same for every method: the final
@@ -51,9 +62,27 @@ import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+from common import RESULTS_DIR, machine_info
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, machine_info  # noqa: E402
+from hsr_diffusers.data.degradation import HELD_OUT_CAMERAS, PhotoSettings
+from hsr_diffusers.spectral import DEFAULT_RESPONSE
+
+
+CONDITIONS = {
+    "clean": "NTIRE 2020 clean render",
+    "noise_jpeg": "shot noise (5000 e- at mean green) + JPEG q80",
+    "cameras": f"held-out cameras ({', '.join(HELD_OUT_CAMERAS)}), 3x3-corrected",
+}
+
+
+def condition_photos(condition: str) -> list[PhotoSettings | None]:
+    """The photo settings of a condition (None: the clean render); the model's own response stands for `camera`."""
+    if condition == "clean":
+        return [None]
+    if condition == "noise_jpeg":
+        return [PhotoSettings(camera=DEFAULT_RESPONSE, photo_electrons=5000.0, jpeg_quality=80)]
+    return [PhotoSettings(camera=camera) for camera in HELD_OUT_CAMERAS]
 
 
 CHECKPOINT_RULE = (
@@ -86,8 +115,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tile-overlap", type=int, default=None, help="default: tile size / 8")
     parser.add_argument("--max-scenes", type=int, default=None)
     parser.add_argument("--device", default=None, help="device to run the models on (default: cpu)")
+    parser.add_argument(
+        "--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS), help="input conditions"
+    )
+    parser.add_argument("--floor", default=None, help="a --models name to report ratios against (the regression)")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "cave_tables.md")
     args = parser.parse_args(argv)
+    if args.floor is not None and args.floor not in [item.partition("=")[0] for item in args.models]:
+        parser.error(f"--floor {args.floor!r} is not one of the --models names")
     args.model_paths = {}
     for item in args.models:
         name, sep, path = item.partition("=")
@@ -134,7 +169,9 @@ def read_training_budget(folder: str | Path) -> dict[str, str]:
         # Fenced blocks in order (opening and closing fences pair up), the first shell block naming a training script.
         blocks = re.findall(r"^```(\w*)\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
         commands = [
-            body.strip() for lang, body in blocks if lang in ("", "bash", "sh") and re.search(r"train_\w+\.py", body)
+            body.strip()
+            for lang, body in blocks
+            if lang in ("", "bash", "sh") and re.search(r"(train|distill)_\w+\.py", body)
         ]
         if "training_command" not in facts and commands:
             facts["training_command"] = commands[0]
@@ -193,9 +230,47 @@ def software_info() -> str:
     return text + (f", commit {commit}" if commit else "")
 
 
-def build_report(result, model_paths: dict[str, str], command: str) -> str:
-    """The whole Markdown report for an `EvaluationResult` of the models in `model_paths`."""
+def condition_means(results) -> dict[str, dict]:
+    """`{method: {metric: mean}}` over the scenes and, for `cameras`, over the cameras; calibration pooled likewise."""
+    means: dict[str, dict] = {}
+    for result in results:
+        for method, values in result.means().items():
+            entry = means.setdefault(method, {"runs": []})
+            entry["runs"].append({**values, **result.calibration.get(method, {})})
+    for entry in means.values():
+        runs = entry.pop("runs")
+        for key in runs[0]:
+            entry[key] = float(np.mean([run[key] for run in runs if key in run]))
+    return means
+
+
+def summary_table(summary: dict[str, dict[str, dict]], floor: str | None) -> str:
+    """RMSE and SAM per condition (and their ratio to the floor), with the coverage of the sampled models."""
+    conditions = list(summary)
+    header = ["Method"]
+    for condition in conditions:
+        header += [f"{condition} RMSE", f"{condition} SAM"] + (["RMSE / floor", "SAM / floor"] if floor else [])
+        header += [f"{condition} ±1σ", f"{condition} ±2σ"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    methods = list(next(iter(summary.values())))
+    for method in methods:
+        cells = [method]
+        for condition in conditions:
+            values = summary[condition][method]
+            cells += [f"{values['rmse']:.4f}", f"{values['sam']:.4f}"]
+            if floor:
+                reference = summary[condition][floor]
+                cells += [f"{values['rmse'] / reference['rmse']:.2f}", f"{values['sam'] / reference['sam']:.2f}"]
+            for key in ("within_1sigma", "within_2sigma"):
+                cells.append(f"{100 * values[key]:.1f} %" if key in values else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def build_report(results: dict, model_paths: dict[str, str], command: str, floor: str | None) -> str:
+    """The whole Markdown report: summary over the conditions, then each condition's `EvaluationResult` tables."""
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    summary = {condition: condition_means(runs) for condition, runs in results.items()}
     parts = [
         "# CAVE reproduction tables",
         f"Generated by `benchmarks/cave_tables.py` on {date}. Regenerate with:",
@@ -204,36 +279,73 @@ def build_report(result, model_paths: dict[str, str], command: str) -> str:
         f"**Machine:** {machine_info()}; {software_info()}.",
         "## Training budgets",
         budget_section(model_paths),
-        result.to_markdown(level=2).strip(),
+        "## Summary over input conditions",
+        "Mean over the validation scenes (and over the held-out cameras for `cameras`). "
+        + "; ".join(f"`{name}`: {CONDITIONS[name]}" for name in results)
+        + ". Diffusion models are scored on the mean of their samples; ±1σ and ±2σ are the fractions of true values "
+        "within that many (calibrated) standard deviations of it, pooled over pixels and bands."
+        + (f" Ratios are to `{floor}`." if floor else ""),
+        summary_table(summary, floor),
     ]
+    for condition, runs in results.items():
+        for photo, result in zip(condition_photos(condition), runs):
+            title = CONDITIONS[condition] if photo is None or condition != "cameras" else f"camera {photo.camera}"
+            parts += [f"## Condition `{condition}`: {title}", result.to_markdown(level=3).strip()]
     return "\n\n".join(parts) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     import logging
 
+    from hsr_diffusers import HSRPipeline
     from hsr_diffusers.evaluation import evaluate
 
     args = parse_args(argv)
     logging.basicConfig(format="%(message)s", level=logging.INFO)
-    result = evaluate(
-        args.model_paths,
-        args.data,
-        split=args.split,
-        crop=args.crop,
-        num_inference_steps=args.steps,
-        num_samples=args.samples,
-        seed=args.seed,
-        tile_size=args.tile_size,
-        tile_overlap=args.tile_overlap,
-        max_scenes=args.max_scenes,
-        device=args.device,
-    )
-    report = build_report(result, args.model_paths, args.command)
+    pipelines = {}
+    for name, path in args.model_paths.items():
+        pipelines[name] = HSRPipeline.from_pretrained(path)
+        pipelines[name].set_progress_bar_config(disable=True)
+        if args.device is not None:
+            pipelines[name].to(args.device)
+    results = {}
+    for condition in args.conditions:
+        results[condition] = []
+        for photo in condition_photos(condition):
+            logging.info("Condition %s%s", condition, f" ({photo})" if photo else "")
+            result = evaluate(
+                pipelines,
+                args.data,
+                split=args.split,
+                crop=args.crop,
+                num_inference_steps=args.steps,
+                num_samples=args.samples,
+                seed=args.seed,
+                tile_size=args.tile_size,
+                tile_overlap=args.tile_overlap,
+                max_scenes=args.max_scenes,
+                photo=photo,
+            )
+            # The tables name where each model came from, not "in memory".
+            for name, path in args.model_paths.items():
+                result.methods[name]["source"] = path
+            results[condition].append(result)
+    report = build_report(results, args.model_paths, args.command, args.floor)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)
-    result.to_csv(args.output.with_suffix(".csv"))
-    result.to_json(args.output.with_suffix(".json"))
+    first = results[args.conditions[0]][0]
+    first.to_csv(args.output.with_suffix(".csv"))
+    summary = {condition: condition_means(runs) for condition, runs in results.items()}
+    payload = {
+        "command": args.command,
+        "summary": summary,
+        "conditions": {
+            condition: [{"photo": result.settings.get("photo"), "rows": result.rows} for result in runs]
+            for condition, runs in results.items()
+        },
+        "calibration": {condition: [result.calibration for result in runs] for condition, runs in results.items()},
+    }
+    args.output.with_suffix(".json").write_text(json.dumps(payload, indent=2, default=float))
     print(report)
     print(f"Wrote {args.output} and its .csv and .json.")
     return 0

@@ -7,8 +7,11 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import datasets
 import numpy as np
 import torch
+
+from hsr_diffusers.data import get_cube
 
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -65,3 +68,17 @@ def photo_rgb(height: int, width: int, name: str = "coffee.png") -> np.ndarray:
     photo = Image.open(Path(__file__).resolve().parents[1] / "examples" / name).convert("RGB")
     photo = photo.resize((width, height), Image.Resampling.BICUBIC)
     return srgb_to_camera_rgb(np.asarray(photo, dtype=np.float32) / 255.0)
+
+
+def fixed_crops(data, split: str, size: int, per_scene: int) -> list[tuple[str, np.ndarray]]:
+    """Crops on a fixed diagonal grid of every scene of the split."""
+    table = datasets.load_from_disk(data)[split]
+    crops = []
+    for index in range(len(table)):
+        cube = np.asarray(get_cube(table, index), dtype=np.float32)
+        height, width, _ = cube.shape
+        for k in range(per_scene):
+            top = round((k + 1) * (height - size) / (per_scene + 1))
+            left = round((k + 1) * (width - size) / (per_scene + 1))
+            crops.append((f"{table[index]['name']}@{top},{left}", cube[top : top + size, left : left + size]))
+    return crops

@@ -10,17 +10,12 @@ baseline, and the largest output difference to the float32 baseline (bf16 change
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
+from common import markdown_table, write_result
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, write_result  # noqa: E402
-
-from hsr_diffusers import HSRDiffusionPipeline, HSRPipeline  # noqa: E402
+from hsr_diffusers import HSRDiffusionPipeline, HSRPipeline
 
 
 def parse_args(argv=None):

@@ -11,22 +11,15 @@ distilled one-step student, `--reference_model` names its teacher, whose 1000-st
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-import datasets
 import numpy as np
 import torch
+from common import fixed_crops, markdown_table, write_result
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, write_result  # noqa: E402
-
-from hsr_diffusers import HSRPipeline, metrics  # noqa: E402
-from hsr_diffusers.data import get_cube  # noqa: E402
-from hsr_diffusers.spectral import render_rgb  # noqa: E402
+from hsr_diffusers import HSRPipeline, metrics
+from hsr_diffusers.spectral import render_rgb
 
 
 SCHEDULERS = {
@@ -52,20 +45,6 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="sampling_steps")
     return parser.parse_args(argv)
-
-
-def fixed_crops(data, split: str, size: int, per_scene: int) -> list[tuple[str, np.ndarray]]:
-    """Crops on a fixed diagonal grid of every scene of the split."""
-    table = datasets.load_from_disk(data)[split]
-    crops = []
-    for index in range(len(table)):
-        cube = np.asarray(get_cube(table, index), dtype=np.float32)
-        height, width, _ = cube.shape
-        for k in range(per_scene):
-            top = round((k + 1) * (height - size) / (per_scene + 1))
-            left = round((k + 1) * (width - size) / (per_scene + 1))
-            crops.append((f"{table[index]['name']}@{top},{left}", cube[top : top + size, left : left + size]))
-    return crops
 
 
 def evaluate(pipe, crops, response, steps: int, projection: bool, samples: int, seed: int):

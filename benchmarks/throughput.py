@@ -17,11 +17,8 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, photo_rgb, write_result  # noqa: E402
+from common import markdown_table, photo_rgb, write_result
 
 
 def parse_args(argv=None):

@@ -56,10 +56,7 @@ import time
 from pathlib import Path
 
 import psutil
-
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, write_result  # noqa: E402
+from common import markdown_table, write_result
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

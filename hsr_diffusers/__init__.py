@@ -1,50 +1,49 @@
-"""hsr-diffusers: RGB to hyperspectral reconstruction with conditional diffusion models and pixel-based cGANs."""
+"""hsr-diffusers: RGB to hyperspectral reconstruction with conditional diffusion models and pixel-based cGANs.
+
+The public names below are imported on first use (PEP 562 `__getattr__`), not when the package is imported: torch and
+diffusers take seconds to import, and the `hsr` command must answer `--help` without them.
+"""
+
+import importlib
+
 
 __version__ = "0.1.0"
 
-from hsr_diffusers.image_processor import HSRImageProcessor
-from hsr_diffusers.models import (
-    AWAN,
-    HSRPixelGANGenerator,
-    MSTPlusPlus,
-    PatchDiscriminator,
-    PixelDiscriminator,
-    RootPolynomialRegression,
-)
-from hsr_diffusers.pipelines import (
-    HSRDiffusionPipeline,
-    HSRPipeline,
-    HSRPipelineOutput,
-    HSRPixelGANPipeline,
-    list_pretrained,
-)
-from hsr_diffusers.spectral import (
-    WAVELENGTHS,
-    list_responses,
-    load_response,
-    render_rgb,
-    rgb_consistent_projection,
-    srgb_preview,
-)
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "HSRImageProcessor": "hsr_diffusers.image_processor",
+    "AWAN": "hsr_diffusers.models",
+    "HSRPixelGANGenerator": "hsr_diffusers.models",
+    "MSTPlusPlus": "hsr_diffusers.models",
+    "PatchDiscriminator": "hsr_diffusers.models",
+    "PixelDiscriminator": "hsr_diffusers.models",
+    "RootPolynomialRegression": "hsr_diffusers.models",
+    "HSRDiffusionPipeline": "hsr_diffusers.pipelines",
+    "HSRPipeline": "hsr_diffusers.pipelines",
+    "HSRPipelineOutput": "hsr_diffusers.pipelines",
+    "HSRPixelGANPipeline": "hsr_diffusers.pipelines",
+    "list_pretrained": "hsr_diffusers.pipelines",
+    "WAVELENGTHS": "hsr_diffusers.spectral",
+    "list_responses": "hsr_diffusers.spectral",
+    "load_response": "hsr_diffusers.spectral",
+    "render_rgb": "hsr_diffusers.spectral",
+    "rgb_consistent_projection": "hsr_diffusers.spectral",
+    "srgb_preview": "hsr_diffusers.spectral",
+    "load_cube": "hsr_diffusers.data.io",
+    "load_cube_with_wavelengths": "hsr_diffusers.data.io",
+    "save_cube": "hsr_diffusers.data.io",
+}
+
+__all__ = sorted(_EXPORTS)
 
 
-__all__ = [
-    "AWAN",
-    "HSRDiffusionPipeline",
-    "HSRImageProcessor",
-    "HSRPipeline",
-    "HSRPipelineOutput",
-    "HSRPixelGANGenerator",
-    "HSRPixelGANPipeline",
-    "MSTPlusPlus",
-    "PatchDiscriminator",
-    "PixelDiscriminator",
-    "RootPolynomialRegression",
-    "WAVELENGTHS",
-    "list_pretrained",
-    "list_responses",
-    "load_response",
-    "render_rgb",
-    "rgb_consistent_projection",
-    "srgb_preview",
-]
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -21,7 +21,7 @@ Protocol choices, stated in every table:
 """
 
 import csv
-import inspect
+import dataclasses
 import io
 import json
 import logging
@@ -38,9 +38,11 @@ import torch
 from diffusers import DiffusionPipeline
 
 from hsr_diffusers import metrics
-from hsr_diffusers.data.dataset import _rgb_bytes, get_cube
+from hsr_diffusers.data.dataset import get_cube, get_paired_rgb
+from hsr_diffusers.data.degradation import PhotoSettings, render_photo
 from hsr_diffusers.pipelines import HSRPipeline
-from hsr_diffusers.spectral import RENDER_MODES, render_rgb
+from hsr_diffusers.spectral import RENDER_MODES
+from hsr_diffusers.training_utils import render_training_rgb
 
 
 __all__ = [
@@ -239,6 +241,10 @@ class EvaluationResult:
             f"`{s['rgb_mode']}` rendering of the cube through each pipeline's response (the dataset's paired RGB where a "
             "scene has one)"
         )
+        if s.get("photo"):
+            rgb = (
+                f"a photo of the cube as `render_photo` takes it, with {s['photo']}, in each pipeline's response space"
+            )
         steps = s["num_inference_steps"] or "their default number of"
         sampling = (
             f"diffusion pipelines: {steps} steps, {s['num_samples']} sample(s) per image "
@@ -405,19 +411,15 @@ def _load_split(dataset_path: str | os.PathLike, split: str) -> datasets.Dataset
     return loaded
 
 
-def _input_rgb(split: datasets.Dataset, index: int, cube: np.ndarray, response, wavelengths, rgb_mode: str):
+def _input_rgb(split, index: int, cube: np.ndarray, response, wavelengths, rgb_mode: str, photo, seed: int):
     """The linear RGB in [0, 1] (float32) that the pipelines see for scene `index`."""
-    data = _rgb_bytes(split, index)
-    if data is not None:
-        from PIL import Image
-
-        with Image.open(io.BytesIO(data)) as image:
-            rgb = np.asarray(image.convert("RGB"))
-    else:
-        # seed=0 as the training scripts' validation: "real_world" noise is then the same for every method.
-        rgb = render_rgb(cube, response, mode=rgb_mode, wavelengths=wavelengths, seed=0)
-    rgb = rgb / 255.0 if rgb.dtype == np.uint8 else np.clip(rgb, 0.0, 1.0)
-    return rgb.astype(np.float32)
+    if photo is not None:
+        # Seeded per scene: every method sees the same noisy photo of a scene.
+        return render_photo(cube, photo, response, wavelengths, np.random.default_rng((seed, index)))
+    paired = get_paired_rgb(split, index)
+    if paired is not None:
+        return (paired / 255.0).astype(np.float32)
+    return render_training_rgb(cube, response, wavelengths, rgb_mode).astype(np.float32)
 
 
 def _describe(pipe: DiffusionPipeline, source: str) -> dict:
@@ -435,17 +437,19 @@ def _describe(pipe: DiffusionPipeline, source: str) -> dict:
 
 
 def _is_diffusion(pipe: DiffusionPipeline) -> bool:
-    return "num_inference_steps" in inspect.signature(pipe.__call__).parameters
+    # A sampler has a scheduler; the feed-forward pipeline accepts (and ignores) the sampling arguments too.
+    return "scheduler" in pipe.components
 
 
 def _run_with(pipe: DiffusionPipeline, steps: int | None, tile_size: int | None, tile_overlap: int | None) -> str:
-    """The sampling steps and tiling a pipeline runs with, resolving its own defaults as its `__call__` does."""
+    """The sampling steps and tiling a pipeline runs with, read from its config as its `__call__` reads it."""
     config = pipe.config
     if tile_size is None:
-        tile_size, tile_overlap = config.get("default_tile_size"), config.get("default_tile_overlap", 32)
+        tile_size, tile_overlap = config.get("default_tile_size"), config.get("default_tile_overlap")
     text = f"tiles {tile_size}/{tile_overlap}" if tile_size else "whole image"
     if _is_diffusion(pipe):
-        text = f"{steps or config.get('default_num_inference_steps', 10)} steps, {text}"
+        steps = steps or config.get("default_num_inference_steps")
+        text = f"{steps or 'default'} steps, {text}"
     return text
 
 
@@ -477,6 +481,7 @@ def evaluate(
     max_scenes: int | None = None,
     rgb_consistency: bool = True,
     rgb_mode: str = "ntire2020_clean",
+    photo: PhotoSettings | None = None,
     mrae_eps: float = 1 / 65535,
     backprojection_eps: float = 1 / 255,
     device: str | torch.device | None = None,
@@ -518,6 +523,10 @@ def evaluate(
         rgb_mode (`str`, *optional*, defaults to `"ntire2020_clean"`):
             How RGB is rendered for scenes without a paired RGB (`hsr_diffusers.spectral.render_rgb` mode); use the
             training scripts' `--rgb_mode`.
+        photo (`PhotoSettings`, *optional*):
+            Render every scene as a photo taken with these settings instead (camera, noise, mosaic, JPEG; see
+            `hsr_diffusers.data.degradation.render_photo`), with noise seeded by `(seed, scene index)` so that every
+            method sees the same photo. Paired RGB images are then not used.
         mrae_eps (`float`, *optional*, defaults to 1/65535):
             Added to the target in the MRAE denominator (one 16-bit level; 0 raises on exact zeros).
         backprojection_eps (`float`, *optional*, defaults to 1/255):
@@ -573,7 +582,7 @@ def evaluate(
             response = pipe.config.response
             key = json.dumps(response)
             if key not in rgbs:
-                rgbs[key] = _input_rgb(data, index, cube, response, wavelengths, rgb_mode)
+                rgbs[key] = _input_rgb(data, index, cube, response, wavelengths, rgb_mode, photo, seed)
             rgb = rgbs[key]  # [H, W, 3] in [0, 1]
 
             kwargs = {"rgb_consistency": rgb_consistency, "tile_size": tile_size, "tile_overlap": tile_overlap}
@@ -625,6 +634,7 @@ def evaluate(
         "tile_overlap": tile_overlap,
         "rgb_consistency": rgb_consistency,
         "rgb_mode": rgb_mode,
+        "photo": None if photo is None else dataclasses.asdict(photo),
         "mrae_eps": mrae_eps,
         "backprojection_eps": backprojection_eps,
         "device": str(device) if device is not None else str(next(iter(loaded.values())).device),

@@ -7,7 +7,7 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
-from hsr_diffusers.spectral import project_tensor, rendering_matrix, srgb_preview
+from hsr_diffusers.spectral import bounded_rgb_projection, project_tensor, rendering_matrix, srgb_preview
 
 
 PipelineImageInput = PIL.Image.Image | np.ndarray | torch.Tensor | list
@@ -186,44 +186,39 @@ class HSRImageProcessor:
         """
         return project_tensor(cube, rgb, self.rendering, self.rendering_pinv, saturation_level)
 
-    def project_and_clip(self, cube: torch.Tensor, rgb: torch.Tensor, iterations: int = 8) -> torch.Tensor:
+    def project_and_clip(
+        self,
+        cube: torch.Tensor,
+        rgb: torch.Tensor,
+        iterations: int = 20,
+        tolerance: float = 1 / 255,
+        saturation_level: float = 254.5 / 255,
+    ) -> torch.Tensor:
+        r"""
+        RGB-consistent projection that keeps the cube in [0, 1]: every pixel spectrum becomes the closest spectrum in
+        [0, 1] that renders exactly to `rgb` (see [`~hsr_diffusers.spectral.bounded_rgb_projection`]).
+
+        Where no spectrum in [0, 1] renders to `rgb` (the RGB lies outside the camera's gamut of [0, 1] spectra, see
+        [`~hsr_diffusers.spectral.rgb_gamut_mask`]; an 8-bit render truncates dark, saturated colours out of it), the
+        target becomes every RGB within `tolerance` of `rgb` in each channel, which holds the true RGB of a quantised
+        input. Pixels with a channel at or above `saturation_level` keep the clipped result, because their true RGB is
+        unknown after clipping.
+
+        Args:
+            cube (`torch.Tensor`): `[N, bands, H, W]` cube in [0, 1] units.
+            rgb (`torch.Tensor`): `[N, 3, H, W]` linear RGB in [0, 1].
+            iterations (`int`, *optional*, defaults to 20):
+                Most Newton steps per pixel; pixels stop as soon as they are solved (typically 2 to 4 steps).
+            tolerance (`float`, *optional*, defaults to 1/255):
+                Per-channel slack allowed for RGB outside the gamut.
+            saturation_level (`float`, *optional*, defaults to 254.5/255):
+                Pixels with any channel at or above it are only clipped.
+
+        Returns:
+            `torch.Tensor`: float32 `[N, bands, H, W]` in [0, 1].
         """
-        RGB-consistent projection that keeps the cube in [0, 1]: after each clip, the remaining RGB error is corrected
-        with the least-norm change of the bands that are free to move in the needed direction (an active-set
-        iteration). Pixels whose RGB cannot be reached by any cube in [0, 1], and saturated pixels, keep the closest
-        clipped result.
-        """
-        rendering = self.rendering.to(cube.device)  # [bands, 3]
-        pinv = self.rendering_pinv.to(cube.device)  # [3, bands]
-        # Per-band outer products a_c a_cᵀ, so that the Gram matrix of the free bands of every pixel is one matmul.
-        outer = (rendering[:, :, None] * rendering[:, None, :]).reshape(-1, 9)  # [bands, 9]
-        cube = self.project(cube, rgb).float().clamp_(0.0, 1.0).contiguous()  # a fresh tensor: clamp in place
-        batch, bands, height, width = cube.shape
-        # Band-major views ([bands, P] and [3, P]; copies only for batches of several images): the few pixels that need
-        # the iteration are gathered from them, so the image itself is never transposed.
-        pixels = cube.transpose(0, 1).reshape(bands, -1)
-        targets = rgb.float().transpose(0, 1).reshape(3, -1)
-        # Only unsaturated pixels that the clip pushed off their RGB need the iteration.
-        active = (targets < 254.5 / 255).all(dim=0) & ((targets - rendering.T @ pixels).abs() > 1e-6).any(dim=0)
-        index = active.nonzero().squeeze(1)
-        spectra, wanted = pixels[:, index].T, targets[:, index].T  # [P', bands], [P', 3]
-        for _ in range(iterations):
-            if index.numel() == 0:
-                break
-            residual = wanted - spectra @ rendering  # [P', 3]
-            direction = residual @ pinv
-            free = (((spectra > 0) | (direction > 0)) & ((spectra < 1) | (direction < 0))).float()
-            # Per-pixel least-norm correction over the free bands: A_f (A_fᵀ A_f)⁻¹ r.
-            gram = (free @ outer).view(-1, 3, 3)
-            solution = _solve3x3(gram, residual)  # [P', 3]
-            spectra = (spectra + (solution @ rendering.T) * free).clamp(0.0, 1.0)
-            still_off = ((wanted - spectra @ rendering).abs() > 1e-6).any(dim=1)
-            pixels[:, index[~still_off]] = spectra[~still_off].T
-            index, spectra, wanted = index[still_off], spectra[still_off], wanted[still_off]
-        pixels[:, index] = spectra.T
-        if batch == 1:
-            return cube  # `pixels` is a view of it
-        return pixels.reshape(bands, batch, height, width).transpose(0, 1).contiguous()
+        projected = self.project(cube, rgb, saturation_level).float().clamp_(0.0, 1.0)
+        return bounded_rgb_projection(cube, rgb, self.rendering, projected, iterations, tolerance, saturation_level)
 
     def render(self, cube: torch.Tensor) -> torch.Tensor:
         """Linear RGB `[N, 3, H, W]` of a `[N, bands, H, W]` cube."""
@@ -232,18 +227,3 @@ class HSRImageProcessor:
     def cube_to_rgb(self, cubes: np.ndarray | torch.Tensor, illuminant: str = "D65") -> np.ndarray:
         """sRGB `uint8` previews of cubes (numpy `(N, H, W, bands)` or torch `(N, bands, H, W)`), under `illuminant`."""
         return srgb_preview(cubes, self.wavelengths, illuminant=illuminant)
-
-
-def _solve3x3(matrices: torch.Tensor, vectors: torch.Tensor, rcond: float = 1e-6) -> torch.Tensor:
-    """
-    Solves the symmetric positive semi-definite systems `[P, 3, 3] x = [P, 3]` by Cramer's rule, returning 0 for
-    (nearly) singular ones: a Gram matrix of fewer than three free bands cannot reach the RGB target, and float32 has
-    no room for a regulariser. Cheaper than the batched LAPACK solve for millions of tiny systems.
-    """
-    a, b, c = matrices[:, :, 0], matrices[:, :, 1], matrices[:, :, 2]  # columns, [P, 3] each
-    cofactors = torch.stack([torch.linalg.cross(b, c), torch.linalg.cross(c, a), torch.linalg.cross(a, b)], dim=1)
-    determinant = (a * cofactors[:, 0]).sum(dim=1, keepdim=True)  # [P, 1]
-    scale = (matrices.diagonal(dim1=1, dim2=2).sum(dim=1, keepdim=True) / 3) ** 3
-    solvable = determinant > rcond * scale
-    solution = (cofactors @ vectors.unsqueeze(-1)).squeeze(-1) / torch.where(solvable, determinant, 1.0)
-    return solution * solvable

@@ -375,3 +375,211 @@ def project_tensor(
     if saturation_level is not None:
         residual = residual * (rgb < saturation_level).all(dim=1).reshape(batch, 1, height * width)
     return (flat + pinv.T @ residual).reshape(batch, bands, height, width).to(cube.dtype)
+
+
+def rgb_gamut_mask(
+    rgb: np.ndarray,
+    response: str | np.ndarray | list = DEFAULT_RESPONSE,
+    wavelengths: list[float] | tuple[float, ...] | None = None,
+    tolerance: float = 0.0,
+) -> np.ndarray:
+    r"""
+    Which RGB values some spectrum in [0, 1] renders to (within `tolerance` in every channel).
+
+    The renders of all spectra in `[0, 1]^bands` form a zonotope, the sum of the segments `[0, a_k]` spanned by the
+    rows `a_k` of the rendering matrix (one per band). Each face of a 3-D zonotope is parallel to two of its
+    generators, so the zonotope is exactly the set of points `y` with `n·y <= Σ_k max(0, n·a_k)` for the normals
+    `n = ±(a_i × a_j)` of every pair of bands. A tolerance adds the generators of the cube `[-tolerance, tolerance]^3`.
+    RGB outside the mask has no [0, 1] spectrum: for the default response, for example, a dark pixel with red but no
+    green (`(1, 0, 0) / 255`), because every wavelength the red channel sees is also seen by the green one.
+
+    Args:
+        rgb (`np.ndarray`):
+            Linear RGB, channel-last `(..., 3)` (`uint8` is divided by 255).
+        response, wavelengths:
+            As in [`rendering_matrix`].
+        tolerance (`float`, *optional*, defaults to 0):
+            Per-channel slack: with `1 / 255`, whether a spectrum renders within one 8-bit level of `rgb`.
+
+    Returns:
+        `np.ndarray`: boolean array of shape `rgb.shape[:-1]`.
+    """
+    rgb = np.asarray(rgb)
+    rgb = rgb / 255.0 if rgb.dtype == np.uint8 else rgb.astype(np.float64)
+    generators = rendering_matrix(response, wavelengths)  # [bands, 3]
+    offset = np.zeros(3)
+    if tolerance > 0:
+        generators = np.concatenate([generators, 2 * tolerance * np.eye(3)])
+        offset = -tolerance * np.ones(3)
+    return _in_zonotope(rgb - offset, generators)
+
+
+def _in_zonotope(points: np.ndarray, generators: np.ndarray) -> np.ndarray:
+    """Whether `(..., 3)` points lie in the zonotope `Σ_k [0, g_k]` of the `(K, 3)` generators."""
+    first, second = np.triu_indices(len(generators), 1)
+    normals = np.cross(generators[first], generators[second])
+    lengths = np.linalg.norm(normals, axis=1)
+    normals = normals[lengths > 1e-12] / lengths[lengths > 1e-12, None]
+    normals = np.concatenate([normals, -normals])  # [F, 3]
+    support = np.maximum(normals @ generators.T, 0.0).sum(axis=1)  # [F]
+    # The small slack keeps renders of spectra on the boundary (bands at exactly 0 or 1) inside in float64.
+    return (points @ normals.T <= support + 1e-9).all(axis=-1)
+
+
+def bounded_rgb_projection(
+    cube: torch.Tensor,
+    rgb: torch.Tensor,
+    matrix: np.ndarray | torch.Tensor,
+    projected: torch.Tensor | None = None,
+    iterations: int = 20,
+    tolerance: float = 1 / 255,
+    saturation_level: float | None = 254.5 / 255,
+) -> torch.Tensor:
+    r"""
+    The closest cube in [0, 1] to `cube` (per pixel, Euclidean) that renders to `rgb`: the [0, 1]-bounded form of
+    [`rgb_consistent_projection`], for `[N, bands, H, W]` torch cubes.
+
+    Most pixels are solved by the unbounded projection followed by a clip. For the others, the problem `min |s - s0|²`
+    subject to `0 <= s <= 1` and `Aᵀs = y` has the dual solution `s = clip(s0 + Aλ, 0, 1)` with `λ` (3 numbers) the root
+    of `Aᵀ clip(s0 + Aλ, 0, 1) = y`, a piecewise-linear monotone equation. It is solved by a vectorised semismooth
+    Newton iteration (Jacobian `A_fᵀA_f` over the bands `f` strictly inside (0, 1), with a backtracking line search),
+    which is exact once the right bands are clipped, typically after 2 to 4 steps. Pixels whose RGB is outside the
+    camera's gamut of [0, 1] spectra (see [`rgb_gamut_mask`]) cannot be solved exactly; for them the target becomes
+    the box `[y - tolerance, y + tolerance]`, solved by the same Newton iteration on the natural residual
+    `Aᵀs - clip(Aᵀs - γλ, y - tolerance, y + tolerance)`.
+
+    Args:
+        cube (`torch.Tensor`):
+            `[N, bands, H, W]` cube.
+        rgb (`torch.Tensor`):
+            `[N, 3, H, W]` linear RGB in [0, 1].
+        matrix (`np.ndarray` or `torch.Tensor`):
+            `(bands, 3)` rendering matrix (see [`rendering_matrix`]).
+        projected (`torch.Tensor`, *optional*):
+            The clipped unbounded projection of `cube`, if already computed (float32, written in place).
+        iterations (`int`, *optional*, defaults to 20):
+            Most Newton steps per pixel and target.
+        tolerance (`float`, *optional*, defaults to 1/255):
+            Per-channel slack of the target for RGB outside the gamut.
+        saturation_level (`float`, *optional*, defaults to 254.5/255):
+            Pixels with any channel at or above it are only clipped (their true RGB is unknown); `None` solves all.
+
+    Returns:
+        `torch.Tensor`: float32 `[N, bands, H, W]` in [0, 1].
+    """
+    matrix = torch.as_tensor(matrix, dtype=torch.float32, device=cube.device)
+    if projected is None:
+        pinv = torch.linalg.solve(matrix.T @ matrix, matrix.T)
+        projected = project_tensor(cube, rgb, matrix, pinv, saturation_level).float().clamp_(0.0, 1.0)
+    batch, bands, height, width = cube.shape
+    pixels = projected.view(batch, bands, height * width)
+    targets = rgb.float().reshape(batch, 3, height * width)
+    # Only unsaturated pixels that the clip pushed off their RGB need the iteration.
+    off = ((targets - matrix.T @ pixels).abs() > 1e-6).any(dim=1)  # [N, P]
+    if saturation_level is not None:
+        off &= (targets < saturation_level).all(dim=1)
+    image_index, pixel_index = off.nonzero(as_tuple=True)
+    if image_index.numel() == 0:
+        return projected
+    # float64 for the few pixels solved: the 3x3 systems of nearly clipped pixels are badly conditioned.
+    start = cube.reshape(batch, bands, height * width)[image_index, :, pixel_index].double()  # [P', bands]
+    wanted = targets[image_index, :, pixel_index].double()  # [P', 3]
+    matrix = matrix.double()
+    # A channel whose target is 0 (black, or a channel truncated to 0) puts the pixel on a face of the gamut, which
+    # only spectra with every band that channel sees at 0 reach; the dual optimum lies at infinity there, so those
+    # bands are pinned to 0 instead.
+    pinned = (wanted <= 0).double() @ (matrix.T > 0).double() > 0  # [P', bands]
+    # A few Newton steps solve nearly every pixel; the rest are mostly out of the gamut, where the exact target has no
+    # solution and the iteration would only run to its limit, so they are sorted by the exact gamut test first.
+    spectra, solved = _bounded_newton(start, wanted, matrix, pinned, min(iterations, 4))
+    rest = (~solved).nonzero().squeeze(1)
+    if rest.numel():
+        reachable = torch.from_numpy(_in_zonotope(wanted[rest].cpu().numpy(), matrix.cpu().numpy())).to(rest.device)
+        slow = rest[reachable]
+        if slow.numel():
+            spectra[slow], solved[slow] = _bounded_newton(start[slow], wanted[slow], matrix, pinned[slow], iterations)
+        # Out of the gamut (or, rarely, on an edge of it that the iteration does not reach): aim at the box of RGB
+        # within `tolerance` of the input, which holds the true RGB of an 8-bit input. Three slack "bands" in [0, 1]
+        # with generators `2 * tolerance * e_c` turn the box into the equality target
+        # `Aᵀs + 2 * tolerance * slack = y + tolerance`, solved as above; the slack starts at 0.5 (no offset).
+        outside = (~solved).nonzero().squeeze(1)
+        if outside.numel():
+            slack = torch.full((outside.numel(), 3), 0.5, dtype=start.dtype, device=start.device)
+            extended = torch.cat([matrix, 2 * tolerance * torch.eye(3, dtype=matrix.dtype, device=matrix.device)])
+            extended_spectra, _ = _bounded_newton(
+                torch.cat([start[outside], slack], 1), wanted[outside] + tolerance, extended, None, 5 * iterations
+            )
+            spectra[outside] = extended_spectra[:, :bands]
+    pixels[image_index, :, pixel_index] = spectra.float()
+    return projected
+
+
+def _bounded_newton(
+    start: torch.Tensor, target: torch.Tensor, matrix: torch.Tensor, pinned: torch.Tensor | None, iterations: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    Semismooth Newton on the dual of `min |s - start|²` s.t. `0 <= s <= 1`, `s[pinned] = 0` and `Aᵀs = target`, for
+    `[P, bands]` spectra and `[P, 3]` targets. Returns the spectra `[P, bands]` (the last iterate where unsolved) and whether each pixel was
+    solved (rendered within 1e-9 of its target).
+    """
+    gram = matrix.T @ matrix  # [3, 3]
+    outer = (matrix[:, :, None] * matrix[:, None, :]).reshape(-1, 9)  # [bands, 9]: a_k a_kᵀ per band
+    scale = torch.trace(gram)  # bounds the largest eigenvalue of every A_fᵀA_f
+    eye = torch.eye(3, dtype=start.dtype, device=start.device)
+
+    def residual(multipliers, start, target, pinned):
+        inside = start + multipliers @ matrix.T  # [P, bands]
+        if pinned is not None:
+            inside = inside.masked_fill(pinned, -1.0)
+        error = inside.clamp(0.0, 1.0) @ matrix - target  # [P, 3]
+        return inside, error, error.abs().amax(dim=1)
+
+    # Start from the unbounded projection, whose clip most pixels already accept.
+    multipliers = torch.linalg.solve(gram, (target - start @ matrix).T).T  # [P, 3]
+    result = torch.empty_like(start)
+    solved = torch.zeros(len(start), dtype=torch.bool, device=start.device)
+    remaining = torch.arange(len(start), device=start.device)
+    inside, error, merit = residual(multipliers, start, target, pinned)
+    for iteration in range(iterations + 1):
+        done = merit <= 1e-9
+        solved[remaining[done]] = True
+        if iteration == iterations:
+            done[:] = True
+        result[remaining[done]] = inside[done].clamp(0.0, 1.0)
+        keep = ~done
+        if not keep.any():
+            break
+        remaining, multipliers, start, target = (x[keep] for x in (remaining, multipliers, start, target))
+        pinned = None if pinned is None else pinned[keep]
+        inside, error, merit = inside[keep], error[keep], merit[keep]
+        # Generalised Jacobian of the render in the multipliers: A_fᵀA_f over the bands f strictly inside (0, 1).
+        free = ((inside > 0) & (inside < 1)).to(start.dtype)
+        # A tiny ridge keeps the systems of pixels with fewer than three free bands solvable; the line search below
+        # catches the long steps it allows.
+        ridge = 1e-12 * scale * eye
+        step = torch.linalg.solve((free @ outer).view(-1, 3, 3) + ridge, -error)
+        trial = residual(multipliers + step, start, target, pinned)
+        # Backtracking where the full step does not reduce the largest residual (pixels whose set of clipped bands
+        # changes a lot in one step): halve it up to four times, then fall back to a dual gradient step, which cannot
+        # overshoot (its length is below 1 / the largest eigenvalue of any A_fᵀA_f).
+        worse = (trial[2] >= merit).nonzero().squeeze(1)
+        fraction = torch.ones(len(worse), 1, dtype=start.dtype, device=start.device)
+        for halving in range(5):
+            if worse.numel() == 0:
+                break
+            if halving < 4:
+                fraction = fraction / 2
+                candidate = fraction * step[worse]
+            else:
+                candidate = -error[worse] / scale
+            smaller = residual(
+                multipliers[worse] + candidate, start[worse], target[worse], None if pinned is None else pinned[worse]
+            )
+            better = smaller[2] < merit[worse] if halving < 4 else torch.ones_like(worse, dtype=torch.bool)
+            for full, part in zip(trial, smaller):
+                full[worse[better]] = part[better]
+            step[worse[better]] = candidate[better]
+            worse, fraction = worse[~better], fraction[~better]
+        multipliers = multipliers + step
+        inside, error, merit = trial
+    return result, solved

@@ -10,7 +10,6 @@ import io
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import datasets
 import numpy as np
@@ -268,10 +267,7 @@ def load_cave_tables():
 
 
 def test_cave_tables_end_to_end(dataset, ddpm_dir, tmp_path, capsys):
-    import sys
-
-    sys.path.insert(0, str(REPO_ROOT / "train_scripts"))
-    import train_utils
+    from hsr_diffusers.training_utils import write_model_card
 
     cave_tables = load_cave_tables()
     # A GAN folder with the model card the training script writes, a DDPM folder with only checkpoints.
@@ -284,13 +280,13 @@ def test_cave_tables_end_to_end(dataset, ddpm_dir, tmp_path, capsys):
         "train_steps": 8000,
         "batch_size": 16,
     }
-    train_utils.write_model_card(SimpleNamespace(model_card="hsr-pixelgan-cave.md"), gan_dir, facts)
+    write_model_card(gan_dir, facts, REPO_ROOT / "model_cards" / "templates" / "hsr-pixelgan-cave.md")
     (ddpm_dir / "checkpoint-500").mkdir(exist_ok=True)
     (ddpm_dir / "checkpoint-500" / "train_meta.json").write_text(json.dumps({"wall_time_minutes": 42.04}))
 
     output = tmp_path / "results" / "cave_tables.md"
     argv = ["--data", str(dataset), "--models", f"ddpm={ddpm_dir}", f"gan={gan_dir}", "--steps", "2"]
-    argv += ["--samples", "2", "--tile-size", "16", "--output", str(output)]
+    argv += ["--samples", "2", "--tile-size", "16", "--floor", "gan", "--output", str(output)]
     assert cave_tables.main(argv) == 0
 
     report = output.read_text()
@@ -301,10 +297,22 @@ def test_cave_tables_end_to_end(dataset, ddpm_dir, tmp_path, capsys):
     assert f"| gan | `{gan_dir}` | 8000 | 16 | 95.3 | 1 process(es) on CPU" in report
     assert f"| ddpm | `{ddpm_dir}` | 500 | not recorded | 42.0 | not recorded |" in report
     assert "- **gan**: `accelerate launch train_scripts/train_pixelgan.py --max_train_steps 8000`" in report
-    for section in ("## Mean over scenes", "## Per scene", "## Uncertainty calibration"):
+    for section in ("### Mean over scenes", "### Per scene", "### Uncertainty calibration"):
         assert section in report
     assert "| ddpm | 2 |" in report  # the calibration row: 2 samples
     assert output.with_suffix(".csv").is_file() and output.with_suffix(".json").is_file()
+    # Every input condition, one evaluation per held-out camera, and the summary against the floor.
+    for condition in ("clean", "noise_jpeg"):
+        assert f"## Condition `{condition}`" in report
+    for camera in cave_tables.HELD_OUT_CAMERAS:
+        assert f"## Condition `cameras`: camera {camera}" in report
+    summary = json.loads(output.with_suffix(".json").read_text())["summary"]
+    assert set(summary) == {"clean", "noise_jpeg", "cameras"}
+    assert summary["clean"]["ddpm"]["rmse"] != summary["noise_jpeg"]["ddpm"]["rmse"]
+    assert 0 <= summary["noise_jpeg"]["ddpm"]["within_2sigma"] <= 1 and "within_2sigma" not in summary["clean"]["gan"]
+    gan_row = next(line for line in report.splitlines() if line.startswith("| gan | 0."))
+    cells = [cell.strip() for cell in gan_row.split("|")]
+    assert cells.count("1.00") == 6  # the floor against itself, RMSE and SAM under three conditions
 
     commands = cave_tables.arad_protocol_commands()
     assert commands.startswith("# ARAD-HS protocol (NTIRE 2020 clean track, 450 training / 10 validation scenes)")

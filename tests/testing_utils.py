@@ -1,5 +1,6 @@
 """Helpers shared by the tests: tiny data, paths to the optional shared data, the `slow` marker."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,9 @@ import torch
 
 slow = pytest.mark.slow
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# The optional real data (CAVE scenes, response curves): `HSR_SHARED_DATA` if set, else `../shared/data` beside the
+# repository. Tests that need it skip without it.
+SHARED_DATA = Path(os.environ.get("HSR_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 CAVE_DIR = SHARED_DATA / "cave"
 requires_cave = pytest.mark.skipif(not CAVE_DIR.is_dir(), reason=f"CAVE data not found at {CAVE_DIR}")
 requires_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"shared data not found at {SHARED_DATA}")

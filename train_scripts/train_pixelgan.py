@@ -11,8 +11,8 @@ frozen during the generator step. `--gan_weight 0` trains the generator as a pla
 import argparse
 import math
 import os
-import sys
 
+import script_utils
 import torch
 import torch.nn as nn
 from accelerate.logging import get_logger
@@ -20,11 +20,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import train_utils  # noqa: E402
-
-from hsr_diffusers import (  # noqa: E402
+from hsr_diffusers import (
     AWAN,
     HSRPixelGANGenerator,
     HSRPixelGANPipeline,
@@ -32,6 +28,7 @@ from hsr_diffusers import (  # noqa: E402
     PatchDiscriminator,
     PixelDiscriminator,
 )
+from hsr_diffusers.training_utils import read_checkpoint_meta, save_checkpoint, spectral_loss, write_model_card
 
 
 logger = get_logger(__name__, log_level="INFO")
@@ -53,7 +50,7 @@ class GANLoss(nn.Module):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train a PixelGAN (or AWAN / MST++) for RGB -> hyperspectral.")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=script_utils.HelpFormatter)
     parser.add_argument(
         "--model_config",
         type=str,
@@ -61,9 +58,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Preset name (tiny, small, base, awan, mst_plus_plus: train_scripts/configs/pixelgan_<name>.json) or a "
         "JSON path with 'generator', 'unet' (generator kwargs), 'discriminator' and 'training' sections.",
     )
-    train_utils.add_common_args(parser)
+    script_utils.add_training_args(
+        parser,
+        pretrained_help="Fine-tune a released pipeline (a folder, or a bundled name such as "
+        "hsr-diffusers/pixelgan-cave): start from its generator and estimator. The architecture then comes from it, "
+        "not from --model_config; pass the matching --generator.",
+    )
+    script_utils.add_residual_args(parser)
     gan = parser.add_argument_group("GAN (defaults from pix2pix_model.py and options/train_options.py)")
-    gan.add_argument("--generator", type=str, default=None, choices=sorted(GENERATORS), help="Default: the preset's.")
+    gan.add_argument("--generator", type=str, default=None, choices=sorted(GENERATORS), help="None: the preset's.")
     gan.add_argument("--discriminator", type=str, default="pixel", choices=sorted(DISCRIMINATORS))
     gan.add_argument("--ndf", type=int, default=64, help="Discriminator width (pix2pix --ndf 64).")
     gan.add_argument(
@@ -76,32 +79,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     gan.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (pix2pix --beta1 0.5).")
     gan.add_argument("--use_ema", action="store_true", help="Keep an EMA of the generator and release it.")
     gan.add_argument("--ema_decay", type=float, default=0.999)
-    args = train_utils.parse_with_preset(parser, "pixelgan", argv)
+    args = script_utils.parse_training_args(parser, "train_pixelgan.py", argv, preset_family="pixelgan")
     args.generator = args.generator or args.preset.get("generator", "pix2pix")
     return args
 
 
 def main(args: argparse.Namespace) -> None:
-    checkpoint, global_step = train_utils.resolve_resume(args)
-    timer = train_utils.Timer(train_utils.read_meta(checkpoint).get("wall_time_minutes", 0.0))
-    accelerator = train_utils.make_accelerator(args)
+    checkpoint, global_step = script_utils.resolve_resume(args)
+    timer = script_utils.Timer(read_checkpoint_meta(checkpoint).get("wall_time_minutes", 0.0))
+    accelerator = script_utils.make_accelerator(args)
 
     # 1. Data, with the band count checked against the model before anything trains
-    train_split, validation_split, response = train_utils.load_splits(args, accelerator)
-    wavelengths = train_utils.dataset_wavelengths(train_split)
+    train_split, validation_split, response = script_utils.load_splits(args, accelerator)
+    wavelengths = script_utils.dataset_wavelengths(train_split)
     num_bands = len(wavelengths)
     generator_config = dict(args.preset.get("unet", {}))
     if generator_config.get("out_channels", num_bands) != num_bands:
         raise ValueError(
             f"The model config has out_channels={generator_config['out_channels']} but the data has {num_bands} bands."
         )
-    train_dataset = train_utils.make_train_dataset(args, train_split, response)
+    train_dataset = script_utils.make_train_dataset(args, train_split, response)
 
     # 2. Models: optional closed-form estimator, generator (registered as `unet`), discriminator
-    estimator = train_utils.load_or_fit_estimator(args, accelerator, train_split, response, wavelengths)
+    released = None
+    if args.pretrained_model_name_or_path:
+        released = script_utils.load_released(args, HSRPixelGANPipeline, wavelengths)
+    estimator = script_utils.load_or_fit_estimator(
+        args, accelerator, train_split, response, wavelengths, released=released
+    )
     generator_class = GENERATORS[args.generator]
-    generator_config.update(in_channels=3 + (num_bands if estimator is not None else 0), out_channels=num_bands)
-    unet = generator_class(**generator_config)
+    if released is not None:
+        if not isinstance(released.unet, generator_class):
+            raise ValueError(
+                f"{args.pretrained_model_name_or_path} holds a {type(released.unet).__name__}; pass the matching "
+                f"--generator (got {args.generator})."
+            )
+        unet = released.unet
+    else:
+        generator_config.update(in_channels=3 + (num_bands if estimator is not None else 0), out_channels=num_bands)
+        unet = generator_class(**generator_config)
     discriminator_class = DISCRIMINATORS[args.discriminator]
     # The discriminator sees the condition first, then the cube: D(cat(rgb, cube)) as pix2pix's D(cat(real_A, B)).
     discriminator = discriminator_class(in_channels=3 + num_bands, ndf=args.ndf)
@@ -159,13 +175,7 @@ def main(args: argparse.Namespace) -> None:
     betas = (args.beta1, 0.999)
     optimizer_g = torch.optim.Adam(unet.parameters(), lr=args.learning_rate, betas=betas)
     optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=args.learning_rate, betas=betas)
-    train_dataloader = torch.utils.data.DataLoader(
-        train_dataset,
-        batch_size=args.train_batch_size,
-        shuffle=True,
-        num_workers=args.dataloader_num_workers,
-        drop_last=len(train_dataset) >= args.train_batch_size * accelerator.num_processes,
-    )
+    train_dataloader = script_utils.make_train_dataloader(args, train_dataset, accelerator)
     steps_per_epoch = math.ceil(len(train_dataloader) / accelerator.num_processes / args.gradient_accumulation_steps)
     max_train_steps = args.max_train_steps or args.num_epochs * steps_per_epoch
     num_epochs = math.ceil(max_train_steps / steps_per_epoch)
@@ -198,7 +208,7 @@ def main(args: argparse.Namespace) -> None:
         resume_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
 
     logger.info(f"{args.generator}: {sum(p.numel() for p in unet.parameters()):,} parameters, {max_train_steps} steps")
-    if checkpoint is not None and train_utils.budget_spent(accelerator, timer, args.max_train_minutes):
+    if checkpoint is not None and script_utils.budget_spent(accelerator, timer, args.max_train_minutes):
         max_train_steps = global_step  # resumed after the time budget was spent: release this checkpoint as it is
     progress_bar = tqdm(
         range(max_train_steps), initial=global_step, disable=not accelerator.is_local_main_process, desc="Steps"
@@ -245,7 +255,7 @@ def main(args: argparse.Namespace) -> None:
                         discriminator(torch.cat([real_a, fake_b], dim=1)), True
                     )
                 if args.sam_weight or args.mrae_weight:
-                    loss_g = loss_g + train_utils.spectral_losses(
+                    loss_g = loss_g + spectral_loss(
                         processor.denormalize(fake_b).clamp(0, 1),
                         processor.denormalize(real_b),
                         args.sam_weight,
@@ -270,46 +280,44 @@ def main(args: argparse.Namespace) -> None:
 
             if global_step % args.checkpointing_steps == 0:
                 meta = {"wall_time_minutes": timer.minutes()}
-                train_utils.save_checkpoint(
-                    accelerator, args.output_dir, global_step, args.checkpoints_total_limit, meta
-                )
-                if train_utils.budget_spent(accelerator, timer, args.max_train_minutes):
+                save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit, meta)
+                if script_utils.budget_spent(accelerator, timer, args.max_train_minutes):
                     max_train_steps = global_step  # the time budget ends the run at this checkpoint
             if global_step % args.validation_steps == 0 and global_step < max_train_steps:
                 values, grid = run_validation(args, accelerator, unet, ema_unet, pipeline, validation_split)
-                train_utils.log_validation(accelerator, values, grid, global_step)
+                script_utils.log_validation(accelerator, values, grid, global_step)
             if global_step >= max_train_steps:
                 break
         if global_step >= max_train_steps:
             break
 
-    # 5. Save the released pipeline (generator only; the discriminator stays in the checkpoints) and its card
+    # 5. Validate and save the released pipeline (generator only; the discriminator stays in the checkpoints) with a
+    #    model card of this run's settings
     accelerator.wait_for_everyone()
-    values, _ = run_validation(args, accelerator, unet, ema_unet, pipeline, validation_split)
+    values, grid = run_validation(args, accelerator, unet, ema_unet, pipeline, validation_split)
+    script_utils.log_validation(accelerator, values, grid, global_step)
     if accelerator.is_main_process:
-        build_pipeline(accelerator, unet, ema_unet, pipeline).save_pretrained(args.output_dir)
+        final = build_pipeline(accelerator, unet, ema_unet, pipeline)
+        final.save_pretrained(args.output_dir)
         accelerator.unwrap_model(discriminator).save_pretrained(os.path.join(args.output_dir, "discriminator"))
-        train_utils.write_model_card(
-            args,
-            args.output_dir,
-            {
-                "training_command": args.command,
-                "hardware": train_utils.machine_description(accelerator),
-                "wall_time_minutes": f"{timer.minutes():.1f}",
-                "train_steps": global_step,
-                "train_scenes": len(train_split),
-                "validation_metrics": train_utils.format_metrics(values),
-                "generator": args.generator,
-                "discriminator": args.discriminator if use_gan else "none (gan_weight 0)",
-                "residual": args.residual,
-                "resolution": args.resolution,
-                "batch_size": args.train_batch_size * accelerator.num_processes,
-                "learning_rate": args.learning_rate,
-                "response": response,
-            },
+        facts = script_utils.run_facts(
+            args, accelerator, timer, global_step, train_split, validation_split, values, response
         )
+        adversarial = f"{args.gan_mode} GAN loss weight {args.gan_weight:g}" if use_gan else "no GAN loss"
+        facts.update(
+            generator=args.generator,
+            model=script_utils.describe_model(final.unet, args, args.preset.get("unet", {})),
+            discriminator=f"`{args.discriminator}` (ndf {args.ndf})" if use_gan else "none (gan_weight 0)",
+            residual=args.residual,
+            beta1=f"{args.beta1:g}",
+            loss=f"L1 weight {args.lambda_l1:g}, {adversarial}",
+            start=f"fine-tuned from the released pipeline `{args.pretrained_model_name_or_path}`"
+            if args.pretrained_model_name_or_path
+            else "trained from random initialisation",
+        )
+        write_model_card(args.output_dir, facts, script_utils.card_template(args.model_card))
         if args.push_to_hub:
-            train_utils.push_folder(args, args.output_dir)
+            script_utils.push_folder(args, args.output_dir)
     accelerator.wait_for_everyone()
     # Release the DDP wrappers (and their gloo reducers) while the process group still exists: dropping them after
     # `end_training` destroyed the group can hang the process at exit.
@@ -336,7 +344,7 @@ def run_validation(args, accelerator, unet, ema_unet, pipeline, validation_split
     released = build_pipeline(accelerator, unet, ema_unet, pipeline).to(accelerator.device)
     released.set_progress_bar_config(disable=True)
     released.unet.eval()
-    values, grid = train_utils.validate(
+    values, grid = script_utils.validate(
         released, validation_split, args, pipeline.config.response, pipeline.config.wavelengths, accelerator, {}
     )
     unet.train()

@@ -3,7 +3,7 @@
     python train_scripts/train_regression.py --train_data_dir data/cave --output_dir runs/root-poly-cave
 
 Closed-form least squares from root-polynomial RGB features to the bands, fitted on random pixels of the training split
-with the RGB rendered exactly as the training scripts render it (`train_utils.fit_root_polynomial`, the same fit as the
+with the RGB rendered exactly as the training scripts render it (`hsr_diffusers.training_utils.fit_root_polynomial`, the same fit as the
 residual estimator of `train_ddpm.py` and `train_pixelgan.py`). Seconds on a CPU. The saved folder loads with
 `HSRPipeline.from_pretrained` and evaluates with `hsr evaluate` like every learned model; the floor they must clear.
 """
@@ -16,21 +16,19 @@ import sys
 import time
 from pathlib import Path
 
+import script_utils
 from accelerate import Accelerator
 
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import train_utils  # noqa: E402
-
-from hsr_diffusers import HSRPixelGANPipeline  # noqa: E402
+from hsr_diffusers import HSRPixelGANPipeline
+from hsr_diffusers.training_utils import fit_root_polynomial, format_metrics
 
 
 logger = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Fit the root-polynomial regression floor for RGB -> hyperspectral.")
-    train_utils.add_data_args(parser)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=script_utils.HelpFormatter)
+    script_utils.add_data_args(parser)
 
     fit = parser.add_argument_group("fit")
     fit.add_argument(
@@ -75,11 +73,11 @@ def main(args: argparse.Namespace) -> None:
     os.makedirs(args.output_dir, exist_ok=True)
 
     # 1. Data, with the RGB rendering of the training scripts
-    train_split, validation_split, response = train_utils.load_splits(args, accelerator)
-    wavelengths = train_utils.dataset_wavelengths(train_split)
+    train_split, validation_split, response = script_utils.load_splits(args, accelerator)
+    wavelengths = script_utils.dataset_wavelengths(train_split)
 
     # 2. Closed-form fit on random training pixels
-    model = train_utils.fit_root_polynomial(
+    model = fit_root_polynomial(
         train_split,
         response,
         wavelengths,
@@ -98,18 +96,18 @@ def main(args: argparse.Namespace) -> None:
     # 3. The released pipeline: the regression is the whole model, registered as `unet`
     pipeline = HSRPixelGANPipeline(unet=model, wavelengths=wavelengths, response=response)
     pipeline.set_progress_bar_config(disable=True)
-    values, _ = train_utils.validate(pipeline, validation_split, args, response, wavelengths, accelerator, {})
+    values, _ = script_utils.validate(pipeline, validation_split, args, response, wavelengths, accelerator, {})
     pipeline.save_pretrained(args.output_dir)
     write_model_card(args, train_split, num_pixels, fit_seconds, values, response, accelerator)
     logger.info("Saved %s", args.output_dir)
     if args.push_to_hub:
-        train_utils.push_folder(args, args.output_dir)
+        script_utils.push_folder(args, args.output_dir)
 
 
 def write_model_card(args, train_split, num_pixels, fit_seconds, values, response, accelerator) -> None:
     """A short README.md: what the model is, how to load it, its (closed-form) training budget and the command."""
     num_terms = {1: 3, 2: 6, 3: 13}[args.degree]
-    num_bands = len(train_utils.dataset_wavelengths(train_split))
+    num_bands = len(script_utils.dataset_wavelengths(train_split))
     card = f"""# Root-polynomial regression (degree {args.degree}): RGB to {num_bands} bands
 
 The closed-form floor of hsr-diffusers: per pixel, the spectrum is a linear map of the {num_terms} root-polynomial terms
@@ -131,7 +129,7 @@ cube = pipe(rgb).cubes[0]  # rgb: linear (H, W, 3) in [0, 1] -> (H, W, bands)
 - **train_steps**: 0 (closed-form least squares, no iterations)
 - **training_budget**: one least-squares solve on {num_pixels:,} pixels (up to {args.pixels_per_scene:,} random pixels from each of {train_split.num_rows} training scenes, seed {args.seed})
 - **wall_time_minutes**: {fit_seconds / 60:.2f}
-- **hardware**: {train_utils.machine_description(accelerator)}
+- **hardware**: {script_utils.machine_description(accelerator)}
 - **response**: {response}
 - **rgb_mode**: {args.rgb_mode}
 - **checkpoint_rule**: none to choose (closed form); the validation scenes are not used by the fit
@@ -141,7 +139,7 @@ cube = pipe(rgb).cubes[0]  # rgb: linear (H, W, 3) in [0, 1] -> (H, W, bands)
 
 Validation metrics of the saved pipeline (logged only; MRAE with one 16-bit level as epsilon):
 
-{train_utils.format_metrics(values)}
+{format_metrics(values)}
 """
     Path(args.output_dir, "README.md").write_text(card)
 

@@ -13,6 +13,23 @@ import sys
 SUBCOMMANDS = ["data", "reconstruct", "evaluate"]
 
 
+def choice_of(module: str, name: str):
+    """
+    An argparse `type` that accepts the values of the tuple `name` in `module`, imported only when the argument is
+    parsed: the choices keep their one home in the library, and `hsr --help` does not import torch or datasets to
+    list them.
+    """
+
+    def parse(value: str) -> str:
+        choices = getattr(importlib.import_module(module), name)
+        if value not in choices:
+            raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {', '.join(choices)})")
+        return value
+
+    parse.__name__ = name  # argparse names the type in its error messages
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hsr", description="RGB to hyperspectral reconstruction tools.")
     subparsers = parser.add_subparsers(dest="command", required=True)

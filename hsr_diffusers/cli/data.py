@@ -14,9 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-
-# Kept in sync with hsr_diffusers.data.dataset.DATASET_FORMATS (not imported here, to keep `hsr --help` light).
-FORMATS = ("arad", "icvl", "cave", "folder")
+from hsr_diffusers.cli import choice_of
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -38,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     prepare.add_argument(
         "--format",
         required=True,
-        choices=FORMATS,
+        type=choice_of("hsr_diffusers.data.dataset", "DATASET_FORMATS"),
         help="arad: .mat with `cube` (NTIRE 2020/2022); icvl: .mat with `rad` (scaled by 1/4095); "
         "cave: CAVE scene folders of PNG bands; folder: any .mat/.h5/.npy/.npz/ENVI/TIFF cube file.",
     )

@@ -14,9 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-
-# Kept in sync with hsr_diffusers.spectral.RENDER_MODES (not imported here, to keep `hsr --help` light).
-RGB_MODES = ("ntire2020_clean", "linear", "real_world")
+from hsr_diffusers.cli import choice_of
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -60,9 +58,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--rgb-mode",
-        choices=RGB_MODES,
+        type=choice_of("hsr_diffusers.spectral", "RENDER_MODES"),
         default="ntire2020_clean",
-        help="RGB rendering for scenes without a paired RGB; use the training scripts' --rgb_mode",
+        help="RGB rendering for scenes without a paired RGB, one of hsr_diffusers.spectral.RENDER_MODES (default: "
+        "%(default)s); use the training scripts' --rgb_mode",
     )
     parser.add_argument(
         "--mrae-eps",

@@ -3,12 +3,13 @@
     hsr reconstruct examples/coffee.png
     hsr reconstruct photos/ -o cubes --format envi --samples 4 --seed 1
     hsr reconstruct scan.tif --model path/to/saved_pipeline --tile-size 256 --device cuda
+    accelerate launch -m hsr_diffusers.cli reconstruct photos/ -o cubes      # one process per GPU
 
 INPUT is any number of PNG, JPEG or TIFF files (8 or 16 bit, RGB or opaque RGBA) and folders (their images, sorted,
 not recursive). For each image NAME.ext, OUT (default ./hsr_outputs) receives:
 
     NAME.h5              the (H, W, bands) reflectance cube and its wavelengths in nm (--format picks
-                         .h5, .npy + .wavelengths.npy, .mat, ENVI .hdr + .img or a band-last .tif)
+                         .h5, .npy + .wavelengths.npy, .npz, .mat, ENVI .hdr + .img or a band-last .tif)
     NAME_std.h5          per-pixel standard deviation over the samples (only with --samples > 1)
     NAME_preview.png     the cube rendered to sRGB under D65
     NAME_bands.png       every band in its own colour, labelled with its wavelength
@@ -16,15 +17,26 @@ not recursive). For each image NAME.ext, OUT (default ./hsr_outputs) receives:
                          (with the +-1 sigma band of the samples when --samples > 1)
 
 The default format, h5, is one self-describing file (`cube`, and `wavelengths` with units) that Python, MATLAB
-(`h5read`) and most HDF5 tools read. Photos are sRGB-encoded; the models take linear RGB in their camera space, so the sRGB curve is
-removed and a ColorChecker-fitted 3x3 matrix maps the colours (`hsr_diffusers.spectral.srgb_to_camera_rgb`), unless
-`--input-space linear` says the file already holds linear camera values. Images over `--max-megapixels` are
-processed in overlapping tiles of about that size, so memory depends on the tile, not on the photo.
+(`h5read`) and most HDF5 tools read. Photos are sRGB-encoded; the models take linear RGB in their camera space, so the
+sRGB curve is removed and a ColorChecker-fitted 3x3 matrix maps the colours (`hsr_diffusers.spectral.srgb_to_camera_rgb`),
+unless `--input-space linear` says the file already holds linear camera values.
 
-An unreadable file, a grayscale, CMYK or transparent image, an unsupported file type, an image whose output cubes would
-not fit in memory, or an existing output (without `--overwrite`) gets one error line on stderr; the other images are
-still processed, and the exit status is 1 (2 when the model cannot be loaded). Inputs are never overwritten: an output
-that would replace an input, or another input's output, gets a distinct name (`photo_tif.tif`, `photo_2.h5`).
+Images are processed in overlapping tiles (the model's own tile size, or --tile-size, or tiles of about
+--max-megapixels for a model without one), with a progress bar of tiles per image, and the finished rows of the cube
+are written to the file as the tiles come: memory holds the photo and a strip of tiles, not the cube. Only .mat below
+2 GB (MATLAB 5.0) and .npz hold the whole cube in memory before writing. The cube is the one the Python pipeline
+gives for the same seed (`HSRPipeline.from_pretrained(model)(rgb, generator=torch.Generator().manual_seed(seed))`),
+for the bundled models and any deterministic sampler (DDIM); a scheduler that adds noise at every step draws that
+noise per tile group here.
+
+Many photos, many processes: under `accelerate launch` (`-m hsr_diffusers.cli reconstruct ...`, one process per GPU,
+or CPU processes with ACCELERATE_USE_CPU=true) every process takes its own share of the images, each image is written
+exactly once, and the first process prints the summary of all of them.
+
+An unreadable file, a grayscale, CMYK or transparent image, an unsupported file type or an existing output (without
+`--overwrite`) gets one error line on stderr; the other images are still processed, the summary lists the failures, and
+the exit status is 1 (2 when the model cannot be loaded). Inputs are never overwritten: an output that would replace an
+input, or another input's output, gets a distinct name (`photo_tif.tif`, `photo_2.h5`).
 """
 
 import argparse
@@ -35,13 +47,17 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
+from hsr_diffusers.data.io import MAT_V5_MAX_BYTES, SAVE_SUFFIXES, cube_file_paths
+
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-CUBE_SUFFIXES = {"h5": ".h5", "npy": ".npy", "mat": ".mat", "envi": ".hdr", "tiff": ".tif"}
 DEFAULT_MODEL = "hsr-diffusers/ddpm-cave"
 DEFAULT_OUTPUT = "hsr_outputs"
-# Overlap between tiles: the pipelines' default, wide enough to hide seams.
+# Overlap between tiles for models that do not set their own `default_tile_overlap`, wide enough to hide seams.
 TILE_OVERLAP = 32
+# Tiles are stacked into one pipeline call up to this many pixels (those of one 256x256 tile), as the diffusion
+# pipeline does with its own tiles: a call on one small tile is dominated by per-layer overhead.
+TILE_BATCH_PIXELS = 256 * 256
 
 
 def _positive_int(text: str) -> int:
@@ -97,7 +113,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--seed", type=int, default=None, help="random seed of a diffusion model; same seed, same cube (default: 0)"
     )
     parser.add_argument(
-        "--format", choices=sorted(CUBE_SUFFIXES), default="h5", help="cube file format (default: %(default)s)"
+        "--format", choices=sorted(SAVE_SUFFIXES), default="h5", help="cube file format (default: %(default)s)"
     )
     parser.add_argument(
         "--input-space",
@@ -109,16 +125,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--tile-size",
         type=_positive_int,
         default=None,
-        help="process every image in overlapping tiles of this size (a multiple of the model's downsampling factor)",
+        help="tile size in pixels, a multiple of the model's downsampling factor (default: the model's own, "
+        "else tiles of about --max-megapixels)",
     )
     parser.add_argument(
         "--max-megapixels",
         type=_positive_float,
         default=0.25,
-        help="images larger than this are tiled automatically, in tiles of about this size (default: %(default)s)",
+        help="for a model without its own tile size: images larger than this are tiled, in tiles of about this "
+        "size (default: %(default)s)",
     )
     parser.add_argument(
-        "--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available, else cpu"
+        "--device",
+        choices=("cpu", "cuda"),
+        default=None,
+        help="default: cuda when available (under accelerate launch, each process's own GPU), else cpu",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.set_defaults(func=run_reconstruct)
@@ -225,18 +246,9 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- outputs
-def cube_files(path: Path, format: str) -> list[Path]:
-    """Every file that `save_cube(path, format=format)` writes."""
-    if format == "envi":
-        return [path, path.with_suffix(".img")]
-    if format == "npy":
-        return [path, path.with_name(path.name[: -len(".npy")] + ".wavelengths.npy")]
-    return [path]
-
-
 def output_paths(out_dir: Path, name: str, format: str, with_std: bool) -> dict[str, Path]:
     """Output files of one image, by role: `cube`, `std` (when `with_std`), `preview`, `bands` and `spectra`."""
-    suffix = CUBE_SUFFIXES[format]
+    suffix = SAVE_SUFFIXES[format]
     paths = {"cube": out_dir / f"{name}{suffix}"}
     if with_std:
         paths["std"] = out_dir / f"{name}_std{suffix}"
@@ -251,7 +263,7 @@ def output_paths(out_dir: Path, name: str, format: str, with_std: bool) -> dict[
 def _all_files(paths: dict[str, Path], format: str) -> list[Path]:
     files = []
     for role, path in paths.items():
-        files += cube_files(path, format) if role in ("cube", "std") else [path]
+        files += cube_file_paths(path, format) if role in ("cube", "std") else [path]
     return files
 
 
@@ -291,6 +303,23 @@ def _available_memory() -> int | None:
     except OSError:
         pass
     return None
+
+
+def check_memory(height: int, width: int, bands: int, format: str, samples: int) -> None:
+    """
+    Raises `MemoryError` when a format that is written whole (.npz, and .mat below 2 GB) cannot hold its cubes in the
+    memory available; the other formats are written block by block.
+    """
+    cube_bytes = height * width * bands * 4
+    if format == "npz" or (format == "mat" and cube_bytes <= MAT_V5_MAX_BYTES):
+        # The cube (and its spread), and the copy the writer makes of each.
+        needed, available = cube_bytes * (2 if samples > 1 else 1) * 2, _available_memory()
+        if available is not None and needed > available:
+            raise MemoryError(
+                f"too large for --format {format} ({width}x{height}): it holds the cubes in memory, about "
+                f"{needed / 2**30:.1f} GiB, and {available / 2**30:.1f} GiB are available; use h5, npy, envi or tiff, "
+                "which are written as the tiles come"
+            )
 
 
 def band_colours(wavelengths: list[float]) -> np.ndarray:
@@ -370,28 +399,31 @@ def spectral_regions(pixels: np.ndarray, num_regions: int = 4, iterations: int =
 
 def plot_spectra(
     path: Path,
-    cube: np.ndarray,
+    small: np.ndarray,
     wavelengths: list[float],
     preview: np.ndarray,
-    uncertainty: np.ndarray | None = None,
+    mean: np.ndarray,
+    small_std: np.ndarray | None = None,
+    mean_std: np.ndarray | None = None,
     title: str = "",
     num_regions: int = 4,
 ) -> None:
     """
     Writes a PNG with the preview, a map of `num_regions` spectrally similar regions, and the mean spectrum of the
-    whole image and of each region; with `uncertainty` (per-pixel sampling standard deviation, same shape as `cube`),
-    each mean spectrum gets a +-1 sigma band of the average sampling spread.
+    whole image and of each region.
+
+    Args:
+        small (`np.ndarray`): `(h, w, bands)`, the cube subsampled (every k-th row and column) to find the regions.
+        mean (`np.ndarray`): `(bands,)`, the mean spectrum of the whole cube.
+        small_std, mean_std (`np.ndarray`, *optional*): the per-pixel sampling standard deviation subsampled as
+            `small`, and its mean over the whole image; each mean spectrum then gets a +-1 sigma band.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
 
-    height, width, bands = cube.shape
-    # About 65k pixels are plenty for region means and keep k-means fast on large photos.
-    step = max(1, int(np.ceil((height * width / 65536) ** 0.5)))
-    small = cube[::step, ::step]  # (h, w, bands)
+    bands = small.shape[-1]
     labels = spectral_regions(small.reshape(-1, bands), num_regions).reshape(small.shape[:2])  # (h, w)
-    small_std = None if uncertainty is None else uncertainty[::step, ::step]
 
     figure = Figure(figsize=(13, 4), layout="constrained")
     FigureCanvasAgg(figure)
@@ -407,28 +439,196 @@ def plot_spectra(
         axis.set_xticks([])
         axis.set_yticks([])
 
-    curves = [("whole image", "black", cube.reshape(-1, bands).mean(axis=0), None)]
-    if uncertainty is not None:
-        curves[0] = curves[0][:3] + (uncertainty.reshape(-1, bands).mean(axis=0),)
+    curves = [("whole image", "black", mean, mean_std)]
     for region, colour in enumerate(colours):
         mask = labels == region
         share = 100 * mask.mean()
         sigma = None if small_std is None else small_std[mask].mean(axis=0)
         curves.append((f"region {region + 1} ({share:.0f} %)", colour, small[mask].mean(axis=0), sigma))
-    for label, colour, mean, sigma in curves:
+    for label, colour, spectrum, sigma in curves:
         style = "--" if label == "whole image" else "-"
-        ax_spectra.plot(wavelengths, mean, style, color=colour, label=label, linewidth=1.8)
+        ax_spectra.plot(wavelengths, spectrum, style, color=colour, label=label, linewidth=1.8)
         if sigma is not None:
-            ax_spectra.fill_between(wavelengths, mean - sigma, mean + sigma, color=colour, alpha=0.2, linewidth=0)
+            ax_spectra.fill_between(
+                wavelengths, spectrum - sigma, spectrum + sigma, color=colour, alpha=0.2, linewidth=0
+            )
     ax_spectra.set_xlabel("wavelength (nm)")
     ax_spectra.set_ylabel("reflectance")
     ax_spectra.set_ylim(bottom=0)
     ax_spectra.grid(alpha=0.3)
     ax_spectra.legend(fontsize="small")
-    ax_spectra.set_title("mean spectra" + (" ± 1σ over samples" if uncertainty is not None else ""))
+    ax_spectra.set_title("mean spectra" + (" ± 1σ over samples" if mean_std is not None else ""))
     if title:
         figure.suptitle(title)
     figure.savefig(path, dpi=100)
+
+
+# ---------------------------------------------------------------- tiles to files
+class RowBlender:
+    """
+    Blends overlapping tiles into the rows of an image, as the pipelines blend their tiles (weighted sum, then divided
+    by the summed weights), and hands back each run of rows once no tile still to come covers it: only the strip of
+    rows under the current tiles is ever held.
+
+    Args:
+        width (`int`): image width.
+        samples (`int`): samples per pixel (tiles are `(samples, h, w, bands)`).
+        bands (`int`): bands per pixel.
+    """
+
+    def __init__(self, width: int, samples: int, bands: int):
+        self.top = 0  # image row of the first row held
+        self.sums = np.zeros((samples, 0, width, bands), dtype=np.float32)  # (S, rows held, W, bands)
+        self.weights = np.zeros((0, width), dtype=np.float32)  # (rows held, W)
+
+    def add(self, top: int, left: int, tile: np.ndarray, weight: np.ndarray) -> None:
+        """Adds `tile` `(samples, h, w, bands)` at (`top`, `left`) with blending weights `weight` `(h, w)`."""
+        height, tile_width = weight.shape
+        missing = top + height - self.top - self.weights.shape[0]
+        if missing > 0:
+            samples, _, width, bands = self.sums.shape
+            self.sums = np.concatenate([self.sums, np.zeros((samples, missing, width, bands), np.float32)], axis=1)
+            self.weights = np.concatenate([self.weights, np.zeros((missing, width), np.float32)])
+        rows = slice(top - self.top, top - self.top + height)
+        self.sums[:, rows, left : left + tile_width] += tile * weight[:, :, None]
+        self.weights[rows, left : left + tile_width] += weight
+
+    def pop(self, until: int) -> tuple[int, np.ndarray]:
+        """The finished rows from the first one held to `until` (excluded): `(top, (samples, rows, W, bands))`."""
+        count, top = until - self.top, self.top
+        block = self.sums[:, :count] / self.weights[:count, :, None]
+        self.sums, self.weights, self.top = self.sums[:, count:], self.weights[count:], until
+        return top, block
+
+
+def reconstruct_image(
+    pipe,
+    rgb,
+    paths: dict[str, Path],
+    format: str,
+    tile_size: int | None,
+    tile_overlap: int,
+    srgb: bool,
+    sampling: dict | None,
+    overwrite: bool = False,
+    progress: dict | None = None,
+) -> np.ndarray:
+    """
+    Runs `pipe` on the RGB `[1, 3, H, W]` in [0, 1] tile group by tile group and writes the cube (and with several
+    samples its spread) to `paths["cube"]` (`paths["std"]`) row block by row block, then the preview, band and spectra
+    plots. The cube equals `pipe(rgb, tile_size=tile_size, tile_overlap=tile_overlap, **sampling)`: the tiles are
+    those of the pipeline, blended the same way, and a diffusion model gets the same initial noise at every pixel
+    (`position_noise`, seeded as the pipeline seeds it). Only the noise that stochastic schedulers add at each step
+    (not DDIM's) is drawn per tile group, so it differs from the whole-image call.
+
+    Args:
+        srgb (`bool`): convert photo sRGB to the model's linear camera RGB, tile by tile.
+        sampling (`dict`, *optional*): for a diffusion model, `num_inference_steps`, `num_samples` and `seed`.
+        progress (`dict`, *optional*): tqdm options of the per-image progress bar.
+
+    Returns:
+        `np.ndarray`: the `(H, W, 3)` uint8 sRGB preview.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from hsr_diffusers.data.io import CubeWriter
+    from hsr_diffusers.pipelines.hsr_diffusion.pipeline_hsr_diffusion import position_noise
+    from hsr_diffusers.spectral import srgb_to_camera_rgb
+
+    wavelengths = list(pipe.config.wavelengths)
+    bands, (height, width) = len(wavelengths), rgb.shape[-2:]
+    samples = sampling["num_samples"] if sampling else 1
+    processor, multiple = pipe.image_processor, pipe.downsample_factor
+    tiles = list(processor.tiles(height, width, tile_size, tile_overlap))
+    tile_h, tile_w = tiles[0][2], tiles[0][3]  # every tile has the same size
+    padded_h, padded_w = tile_h + (-tile_h % multiple), tile_w + (-tile_w % multiple)
+    group = max(1, TILE_BATCH_PIXELS // (padded_h * padded_w * samples))
+    # One call per tile group, run by the pipeline as a single tile: a tile size that covers the tile, no overlap.
+    whole = -(-max(tile_h, tile_w, 8) // multiple) * multiple
+    if sampling:
+        # The pipeline draws one seed per image from the generator, then noise as a function of pixel position.
+        image_seed = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(sampling["seed"])))
+
+    # Subsampled cube (every `step`-th row and column, about 65k pixels) for the band and spectra plots.
+    step = max(1, int(np.ceil((height * width / 65536) ** 0.5)))
+    small, small_std = [], []
+    total, total_std = np.zeros(bands), np.zeros(bands)
+    preview = np.empty((height, width, 3), dtype=np.uint8)
+    blender = RowBlender(width, samples, bands)
+    std_writer = None
+    cube_writer = CubeWriter(paths["cube"], (height, width, bands), wavelengths, format, overwrite)
+    try:
+        if samples > 1:
+            std_writer = CubeWriter(paths["std"], (height, width, bands), wavelengths, format, overwrite)
+
+        def write(top: int, block: np.ndarray) -> None:  # block: (S, rows, W, bands)
+            cube = block.mean(axis=0) if samples > 1 else block[0]
+            cube_writer.write_rows(top, cube)
+            preview[top : top + len(cube)] = processor.cube_to_rgb(cube[None])[0]
+            total[:] += cube.sum(axis=(0, 1), dtype=np.float64)
+            kept = (np.arange(top, top + len(cube)) % step) == 0
+            small.append(cube[kept, ::step])
+            if std_writer is not None:
+                std = block.std(axis=0, ddof=1)
+                std_writer.write_rows(top, std)
+                total_std[:] += std.sum(axis=(0, 1), dtype=np.float64)
+                small_std.append(std[kept, ::step])
+
+        with tqdm(total=len(tiles), unit="tile", **(progress or {})) as bar:
+            for index, first in enumerate(range(0, len(tiles), group)):
+                chunk = tiles[first : first + group]
+                tile_rgb = torch.cat([rgb[..., t : t + tile_h, s : s + tile_w] for t, s, *_ in chunk])  # [K, 3, h, w]
+                if srgb:
+                    camera = srgb_to_camera_rgb(
+                        tile_rgb.permute(0, 2, 3, 1).numpy(), pipe.config.response, wavelengths
+                    )
+                    tile_rgb = torch.from_numpy(camera).permute(0, 3, 1, 2)
+                if sampling:
+                    noise = [
+                        position_noise(image_seed, sample, t, s, padded_h, padded_w, bands)
+                        for t, s, *_ in chunk
+                        for sample in range(samples)
+                    ]  # tile-major, then sample
+                    # The scheduler's own noise (stochastic samplers): the pipeline's generator for the first group,
+                    # a different one for each later group.
+                    seed = sampling["seed"] if index == 0 else sampling["seed"] * 1_000_003 + index
+                    output = pipe(
+                        tile_rgb.repeat_interleave(samples, dim=0),
+                        num_inference_steps=sampling["num_inference_steps"],
+                        latents=torch.stack(noise),
+                        generator=torch.Generator().manual_seed(seed % 2**63),
+                        tile_size=whole,
+                        tile_overlap=0,
+                    )
+                else:
+                    output = pipe(tile_rgb, tile_size=whole, tile_overlap=0)
+                cubes = output.cubes.reshape(len(chunk), samples, tile_h, tile_w, bands)
+                for (top, left, _, _, weight), tile in zip(chunk, cubes):
+                    blender.add(top, left, tile, weight[0, 0].numpy())
+                # Rows above the next tile are final.
+                final = tiles[first + group][0] if first + group < len(tiles) else height
+                if final > blender.top:
+                    write(*blender.pop(final))
+                bar.update(len(chunk))
+        cube_writer.close()
+        if std_writer is not None:
+            std_writer.close()
+    except BaseException:
+        # No half-written cube is left behind.
+        for writer in (cube_writer, std_writer):
+            if writer is not None:
+                writer.abort()
+        raise
+
+    small = np.concatenate(small)
+    small_std = np.concatenate(small_std) if small_std else None
+    mean = total / (height * width)
+    mean_std = total_std / (height * width) if small_std is not None else None
+    PIL.Image.fromarray(preview).save(paths["preview"])
+    PIL.Image.fromarray(band_montage(small, wavelengths)).save(paths["bands"])
+    plot_spectra(paths["spectra"], small, wavelengths, preview[::step, ::step], mean, small_std, mean_std)
+    return preview
 
 
 # ---------------------------------------------------------------- command
@@ -441,130 +641,135 @@ def _error(message: str) -> None:
 
 def run_reconstruct(args: argparse.Namespace) -> int:
     import torch
-    from tqdm.auto import tqdm
+    from accelerate import PartialState
+    from accelerate.utils import gather_object, parse_flag_from_env
 
     from hsr_diffusers.cli.data import format_table
-    from hsr_diffusers.data import save_cube
     from hsr_diffusers.pipelines import HSRDiffusionPipeline, HSRPipeline, list_pretrained
-    from hsr_diffusers.spectral import srgb_to_camera_rgb
 
-    # 1. Load the model once; a model that cannot load stops the run before any file is read.
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        print("hsr reconstruct: --device cuda, but PyTorch sees no CUDA device.", file=sys.stderr)
-        return 2
+    # Under `accelerate launch`, one process per GPU (or per CPU rank, with ACCELERATE_USE_CPU=true, which `Accelerator`
+    # reads but `PartialState` leaves to its caller); otherwise a single process.
+    state = PartialState(cpu=args.device == "cpu" or parse_flag_from_env("ACCELERATE_USE_CPU"))
+    many = state.num_processes > 1
+    main_process = state.is_main_process
     try:
-        pipe = HSRPipeline.from_pretrained(args.model)
-    except Exception as error:  # a missing folder, no network, a foreign checkpoint: all end the same way
-        bundled = ", ".join(list_pretrained()) or "none installed"
-        print(
-            f"hsr reconstruct: cannot load model {args.model!r} ({type(error).__name__}: "
-            f"{' '.join(str(error).split())}). Bundled models: {bundled}.",
-            file=sys.stderr,
-        )
-        return 2
-    pipe.to(device)
-    is_diffusion = isinstance(pipe, HSRDiffusionPipeline)
-    if not is_diffusion:
-        ignored = [
-            flag
-            for flag, value in (("--steps", args.steps), ("--samples", args.samples), ("--seed", args.seed))
-            if value is not None
-        ]
-        if ignored:
-            print(
-                f"hsr reconstruct: {', '.join(ignored)} ignored: {args.model} is not a diffusion model.",
-                file=sys.stderr,
-            )
-    steps = args.steps  # None: the pipeline's default_num_inference_steps
-    samples = (args.samples or 1) if is_diffusion else 1
-    seed = 0 if args.seed is None else args.seed
-    try:
-        pipe.check_inputs("np", args.tile_size, TILE_OVERLAP)
-    except ValueError as error:
-        print(f"hsr reconstruct: --tile-size: {error}", file=sys.stderr)
-        return 2
-    wavelengths = list(pipe.config.wavelengths)
-
-    # 2. Collect the images and give each one its output names.
-    files, input_errors = collect_inputs(args.inputs)
-    for message in input_errors:
-        _error(message)
-    names = assign_names(files, args.output, args.format, with_std=samples > 1)
-
-    # 3. Reconstruct the images one by one; a failure is reported and the run goes on.
-    rows = [("file", "size", "tiles", "time", "output")]
-    failures = len(input_errors)
-    for file, name in tqdm(list(zip(files, names)), desc="images", unit="image", disable=None):
-        start = time.perf_counter()
-        paths = output_paths(args.output, name, args.format, with_std=samples > 1)
+        # 1. Load the model once; a model that cannot load stops the run before any file is read.
+        if args.device == "cuda" and not torch.cuda.is_available():
+            if main_process:
+                print("hsr reconstruct: --device cuda, but PyTorch sees no CUDA device.", file=sys.stderr)
+            return 2
         try:
-            existing = [str(p) for p in _all_files(paths, args.format) if p.exists()]
-            if existing and not args.overwrite:
-                raise FileExistsError(f"output exists ({', '.join(existing)}); pass --overwrite to replace it")
-            array = read_image(file)
-            rgb = pipe.image_processor.preprocess(array)  # [1, 3, H, W] in [0, 1], checked
-            if args.input_space == "srgb":
-                # Photo sRGB -> linear camera RGB of the model's response (ColorChecker-fitted 3x3 matrix).
-                camera = srgb_to_camera_rgb(rgb.permute(0, 2, 3, 1).numpy(), pipe.config.response, wavelengths)
-                rgb = torch.from_numpy(camera).permute(0, 3, 1, 2)
-            height, width = rgb.shape[-2:]
-            # The pipeline holds every sample, their mean and spread, and a copy for writing, in float32.
-            needed, available = height * width * len(wavelengths) * 4 * (samples + 3), _available_memory()
-            if available is not None and needed > available:
-                raise MemoryError(
-                    f"too large ({width}x{height}): the output cubes need about {needed / 2**30:.1f} GiB of memory, "
-                    f"{available / 2**30:.1f} GiB are available; downscale it or use fewer --samples"
+            pipe = HSRPipeline.from_pretrained(args.model)
+        except Exception as error:  # a missing folder, no network, a foreign checkpoint: all end the same way
+            if main_process:
+                reason = (
+                    str(error)
+                    if isinstance(error, FileNotFoundError)
+                    else f"{type(error).__name__}: {' '.join(str(error).split())}. "
+                    f"Bundled models: {', '.join(list_pretrained()) or 'none installed'}."
                 )
-            tile_size, tile_overlap = args.tile_size, TILE_OVERLAP
-            default_tile = getattr(pipe.config, "default_tile_size", None)
-            if tile_size is None and default_tile is not None:
-                # The model's own efficient tile (attention cost grows with the tile), and its own overlap with it.
-                tile_size, tile_overlap = default_tile, None
-            elif tile_size is None and height * width > args.max_megapixels * 1e6:
-                tile_size = auto_tile_size(args.max_megapixels, pipe.downsample_factor)
+                print(f"hsr reconstruct: cannot load model {args.model!r}: {reason}", file=sys.stderr)
+            return 2
+        pipe.to(state.device)
+        pipe.set_progress_bar_config(disable=True)  # one bar of tiles per image instead
+        is_diffusion = isinstance(pipe, HSRDiffusionPipeline)
+        if not is_diffusion:
+            ignored = [
+                flag
+                for flag, value in (("--steps", args.steps), ("--samples", args.samples), ("--seed", args.seed))
+                if value is not None
+            ]
+            if ignored and main_process:
+                print(
+                    f"hsr reconstruct: {', '.join(ignored)} ignored: {args.model} is not a diffusion model.",
+                    file=sys.stderr,
+                )
+        samples = (args.samples or 1) if is_diffusion else 1
+        sampling = None
+        if is_diffusion:
+            seed = 0 if args.seed is None else args.seed
+            sampling = {"num_inference_steps": args.steps, "num_samples": samples, "seed": seed}
+        tile_overlap = getattr(pipe.config, "default_tile_overlap", TILE_OVERLAP)
+        try:
+            pipe.check_inputs("np", args.tile_size, tile_overlap)
+        except ValueError as error:
+            if main_process:
+                print(f"hsr reconstruct: --tile-size: {error}", file=sys.stderr)
+            return 2
 
-            pipe.set_progress_bar_config(disable=None, leave=False, desc=name)
-            sampling = {}
-            if is_diffusion:
-                sampling = {
-                    "num_inference_steps": steps,
-                    "num_samples": samples,
-                    "generator": torch.Generator().manual_seed(seed),
-                }
-            output = pipe(rgb, tile_size=tile_size, tile_overlap=tile_overlap, **sampling)
-            cube = output.cubes[0]  # (H, W, bands)
-            uncertainty = None if output.uncertainty is None else output.uncertainty[0]
+        # 2. Collect the images and give each one its output names (the same in every process), then take this
+        #    process's share.
+        files, input_errors = collect_inputs(args.inputs)
+        if main_process:
+            for message in input_errors:
+                _error(message)
+        names = assign_names(files, args.output, args.format, with_std=samples > 1)
+        rows, failures = [], []
+        with state.split_between_processes(list(zip(files, names))) as mine:
+            # 3. Reconstruct the images one by one; a failure is reported and the run goes on.
+            for file, name in mine:
+                start = time.perf_counter()
+                paths = output_paths(args.output, name, args.format, with_std=samples > 1)
+                try:
+                    existing = [str(p) for p in _all_files(paths, args.format) if p.exists()]
+                    if existing and not args.overwrite:
+                        raise FileExistsError(f"output exists ({', '.join(existing)}); pass --overwrite to replace it")
+                    rgb = pipe.image_processor.preprocess(read_image(file))  # [1, 3, H, W] in [0, 1], checked
+                    height, width = rgb.shape[-2:]
+                    tile_size = args.tile_size or getattr(pipe.config, "default_tile_size", None)
+                    if tile_size is None and height * width > args.max_megapixels * 1e6:
+                        tile_size = auto_tile_size(args.max_megapixels, pipe.downsample_factor, tile_overlap)
+                    check_memory(height, width, pipe.num_bands, args.format, samples)
+                    args.output.mkdir(parents=True, exist_ok=True)
+                    reconstruct_image(
+                        pipe,
+                        rgb,
+                        paths,
+                        args.format,
+                        tile_size,
+                        tile_overlap,
+                        srgb=args.input_space == "srgb",
+                        sampling=sampling,
+                        overwrite=args.overwrite,
+                        progress={"desc": name, "leave": False, "disable": None if main_process else True},
+                    )
+                except Exception as error:  # one bad file must not stop the others
+                    reason = (
+                        str(error)
+                        if isinstance(error, (ValueError, FileExistsError, MemoryError))
+                        else f"{type(error).__name__}: {error}"
+                    )
+                    reason = " ".join(reason.split())
+                    _error(f"{file}: {reason}")
+                    failures.append(f"{file}: {reason}")
+                    rows.append((str(file), "-", "-", "-", str(state.process_index), "failed"))
+                    continue
+                tiles = f"{tile_size} px" if tile_size is not None and max(height, width) > tile_size else "-"
+                elapsed = f"{time.perf_counter() - start:.1f} s"
+                rows.append(
+                    (str(file), f"{width}x{height}", tiles, elapsed, str(state.process_index), str(paths["cube"]))
+                )
 
-            args.output.mkdir(parents=True, exist_ok=True)
-            save_cube(paths["cube"], cube, wavelengths, format=args.format, overwrite=args.overwrite)
-            if uncertainty is not None:
-                save_cube(paths["std"], uncertainty, wavelengths, format=args.format, overwrite=args.overwrite)
-            preview = pipe.image_processor.cube_to_rgb(cube[None])[0]  # (H, W, 3) uint8
-            PIL.Image.fromarray(preview).save(paths["preview"])
-            PIL.Image.fromarray(band_montage(cube, wavelengths)).save(paths["bands"])
-            plot_spectra(paths["spectra"], cube, wavelengths, preview, uncertainty, title=file.name)
-        except Exception as error:  # one bad file must not stop the others
-            failures += 1
-            reason = (
-                str(error)
-                if isinstance(error, (ValueError, FileExistsError, MemoryError))
-                else f"{type(error).__name__}: {error}"
+        # 4. Summary of every process's images, printed once.
+        if many:
+            rows, failures = gather_object(rows), gather_object(failures)
+        failures = input_errors + failures
+        if main_process:
+            if rows:
+                table = [("file", "size", "tiles", "time", "process", "output")] + rows
+                # The process column only says something when there are several.
+                print(format_table([row[:4] + row[5:] for row in table] if not many else table))
+            done = sum(row[-1] != "failed" for row in rows)
+            processes = f" by {state.num_processes} processes" if many else ""
+            print(
+                f"{done} image(s) reconstructed into {args.output}{processes}"
+                + (f", {len(failures)} failed:" if failures else ".")
             )
-            _error(f"{file}: {reason}")
-            rows.append((str(file), "-", "-", "-", "failed"))
-            continue
-        tiles = f"{tile_size} px" if tile_size is not None and max(height, width) > tile_size else "-"
-        rows.append(
-            (str(file), f"{width}x{height}", tiles, f"{time.perf_counter() - start:.1f} s", str(paths["cube"]))
-        )
-
-    # 4. Summary.
-    if len(rows) > 1:
-        print(format_table(rows))
-    done = len(rows) - 1 - sum(row[-1] == "failed" for row in rows[1:])
-    print(
-        f"{done} image(s) reconstructed into {args.output}"
-        + (f", {failures} failed (see above)." if failures else ".")
-    )
-    return 1 if failures else 0
+            for failure in failures:
+                print(f"  {' '.join(failure.split())}")
+        return 1 if failures else 0
+    finally:
+        if many:
+            # Leave the process group before exit: a gloo group torn down at interpreter exit can hang.
+            state.wait_for_everyone()
+            state.destroy_process_group()

@@ -1,41 +1,44 @@
-"""Data layer: cube readers and writers, official split lists, 🤗 datasets builder and the patch dataset for training."""
+"""Data layer: cube readers and writers, official split lists, 🤗 datasets builder and the patch dataset for training.
 
-from hsr_diffusers.data.dataset import (
-    DATASET_FORMATS,
-    DatasetBuildError,
-    PatchDataset,
-    build_dataset,
-    dataset_features,
-    get_cube,
-    read_metadata,
-)
-from hsr_diffusers.data.io import (
-    CubeFormatError,
-    detect_format,
-    load_cube,
-    load_cube_with_wavelengths,
-    save_cube,
-)
-from hsr_diffusers.data.splits import get_split, list_splits
-from hsr_diffusers.data.synthetic import make_synthetic_cube, make_synthetic_cubes, make_synthetic_dataset
+Names are imported on first use (PEP 562 `__getattr__`): the cube readers need only numpy, while the dataset builder
+imports datasets and torch, which the `hsr` command should not pay for before it runs.
+"""
+
+import importlib
 
 
-__all__ = [
-    "DATASET_FORMATS",
-    "CubeFormatError",
-    "DatasetBuildError",
-    "PatchDataset",
-    "build_dataset",
-    "dataset_features",
-    "detect_format",
-    "get_cube",
-    "get_split",
-    "list_splits",
-    "load_cube",
-    "load_cube_with_wavelengths",
-    "make_synthetic_cube",
-    "make_synthetic_cubes",
-    "make_synthetic_dataset",
-    "read_metadata",
-    "save_cube",
-]
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "DATASET_FORMATS": "hsr_diffusers.data.dataset",
+    "DatasetBuildError": "hsr_diffusers.data.dataset",
+    "PatchDataset": "hsr_diffusers.data.dataset",
+    "build_dataset": "hsr_diffusers.data.dataset",
+    "dataset_features": "hsr_diffusers.data.dataset",
+    "get_cube": "hsr_diffusers.data.dataset",
+    "read_metadata": "hsr_diffusers.data.dataset",
+    "CubeFormatError": "hsr_diffusers.data.io",
+    "CubeWriter": "hsr_diffusers.data.io",
+    "detect_format": "hsr_diffusers.data.io",
+    "load_cube": "hsr_diffusers.data.io",
+    "load_cube_with_wavelengths": "hsr_diffusers.data.io",
+    "save_cube": "hsr_diffusers.data.io",
+    "get_split": "hsr_diffusers.data.splits",
+    "list_splits": "hsr_diffusers.data.splits",
+    "make_synthetic_cube": "hsr_diffusers.data.synthetic",
+    "make_synthetic_cubes": "hsr_diffusers.data.synthetic",
+    "make_synthetic_dataset": "hsr_diffusers.data.synthetic",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

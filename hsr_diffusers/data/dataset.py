@@ -32,6 +32,7 @@ import pyarrow as pa
 import torch
 from datasets.utils import tqdm as hf_tqdm
 
+from hsr_diffusers.data.degradation import PhotoDegradation
 from hsr_diffusers.data.io import CUBE_SUFFIXES, CubeFormatError, find_cave_band_files, load_cube_with_wavelengths
 from hsr_diffusers.data.splits import get_split
 
@@ -420,6 +421,11 @@ def _rgb_bytes(dataset: datasets.Dataset, index: int) -> bytes | None:
     return None if not value.is_valid else value["bytes"].as_py()
 
 
+def get_paired_rgb(dataset: datasets.Dataset, index: int) -> np.ndarray | None:
+    """The paired RGB image of row `index` (given to `hsr data prepare --rgb-dir`) as `(H, W, 3)` uint8, or None."""
+    return PatchDataset._decode(_rgb_bytes(dataset, index))
+
+
 class _ArrowCubeIndex:
     """Byte offsets of every cube (and RGB) inside the Arrow files of a dataset, for reads without memory-mapping.
 
@@ -502,6 +508,10 @@ class PatchDataset(torch.utils.data.Dataset):
             streaming reads are measured against.
         split (`str`, *optional*, defaults to `"train"`):
             Split to read when `dataset` is a folder.
+        degradation (`PhotoDegradation`, *optional*):
+            Renders RGB the way a photo is made (camera, noise, mosaic, JPEG; see
+            `hsr_diffusers.data.degradation`), drawn per item from `(seed, epoch, i)`, instead of `rgb_mode`. Rows with a
+            paired RGB image keep it.
 
     Items are `{"rgb": tensor [3, P, P], "cube": tensor [bands, P, P]}`, float32 in [-1, 1] (`2 x - 1` of the [0, 1]
     values; uint8 RGB is divided by 255 first). Cube and linear RGB values outside [0, 1] are clipped.
@@ -518,6 +528,7 @@ class PatchDataset(torch.utils.data.Dataset):
         augment: bool = True,
         in_memory: bool = False,
         split: str = "train",
+        degradation: PhotoDegradation | None = None,
     ):
         from hsr_diffusers.spectral import DEFAULT_RESPONSE, RENDER_MODES, load_response
 
@@ -537,6 +548,7 @@ class PatchDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.augment = augment
         self.in_memory = in_memory
+        self.degradation = degradation
         self.epoch = 0
 
         small = dataset.with_format("numpy", columns=["shape", "wavelengths"])
@@ -647,6 +659,8 @@ class PatchDataset(torch.utils.data.Dataset):
         rgb = self._read_rgb(scene)
         if rgb is not None:
             rgb = rgb[top : top + self.patch_size, left : left + self.patch_size]  # [P, P, 3]
+        elif self.degradation is not None:
+            rgb = self.degradation(cube, self.response, self.wavelengths, rng)
         else:
             seed = int(rng.integers(2**31)) if self.rgb_mode == "real_world" else None
             rgb = render_rgb(cube, self.response, mode=self.rgb_mode, wavelengths=self.wavelengths, seed=seed)

@@ -32,9 +32,13 @@ import numpy as np
 
 
 __all__ = [
+    "CAVE_NUM_BANDS",
     "CUBE_SUFFIXES",
+    "SAVE_SUFFIXES",
     "CubeFormatError",
+    "CubeWriter",
     "ICVL_SCALE",
+    "cube_file_paths",
     "detect_format",
     "find_cave_band_files",
     "load_cube",
@@ -49,6 +53,10 @@ class CubeFormatError(ValueError):
 
 # Suffixes that the dataset builder and `hsr data` treat as cube files (the content decides the reader).
 CUBE_SUFFIXES = (".mat", ".h5", ".hdf5", ".npy", ".npz", ".tif", ".tiff", ".hdr")
+# The suffix that `save_cube` gives each of its formats (ENVI: the header; its data file is `.img`).
+SAVE_SUFFIXES = {"envi": ".hdr", "h5": ".h5", "mat": ".mat", "npy": ".npy", "npz": ".npz", "tiff": ".tif"}
+# A CAVE scene has 31 band images, 400-700 nm in 10 nm steps, named `<scene>_ms_01.png` ... `<scene>_ms_31.png`.
+CAVE_NUM_BANDS = 31
 # ICVL radiance comes from a 12-bit camera: dividing by 2**12 - 1 maps it to [0, 1] (as the NTIRE 2018 loaders do).
 ICVL_SCALE = 4095.0
 # MATLAB v5 stores sizes in 32-bit fields: variables of 2 GB and more need the v7.3 (HDF5) container.
@@ -440,18 +448,26 @@ def _read_envi(path: Path, key: str | None) -> tuple[np.ndarray, np.ndarray | No
 # CAVE ---------------------------------------------------------------------------------------------------------------
 
 
-def find_cave_band_files(folder: str | os.PathLike) -> list[Path]:
+def find_cave_band_files(folder: str | os.PathLike, num_bands: int | None = None) -> list[Path]:
     r"""
     Finds the band PNGs of a CAVE scene folder, in band order.
 
     Both layouts are accepted: the flat `<scene>_ms/<scene>_ms_NN.png` and the nested
     `<scene>_ms/<scene>_ms/<scene>_ms_NN.png` of the original CAVE download (one level down).
 
+    Args:
+        folder (`str` or `os.PathLike`):
+            The scene folder.
+        num_bands (`int`, *optional*):
+            The bands the scene must have (1 to `num_bands`, [`CAVE_NUM_BANDS`] for a CAVE scene). Without it, any
+            gap-free run 1 to N is accepted, which cannot notice that the last bands are missing.
+
     Returns:
         `list[Path]`: the files for bands 1, 2, ..., N.
 
     Raises:
-        [`CubeFormatError`]: no band files, several candidate subfolders, or a gap in the band numbers.
+        [`CubeFormatError`]: no band files, several candidate subfolders, a gap in the band numbers, or (with
+            `num_bands`) a missing or an extra band; the message names the missing files.
     """
     folder = Path(folder)
 
@@ -473,16 +489,24 @@ def find_cave_band_files(folder: str | os.PathLike) -> list[Path]:
     if not found:
         raise CubeFormatError(f"{folder}: no CAVE band images (<scene>_ms_NN.png) found in the folder.")
     numbers = sorted(found)
-    missing = sorted(set(range(1, numbers[-1] + 1)) - set(numbers))
+    missing = sorted(set(range(1, max(numbers[-1], num_bands or 0) + 1)) - set(numbers))
     if missing:
-        raise CubeFormatError(f"{folder}: band images {missing} are missing (found {len(numbers)} bands).")
+        # Name the missing files after an existing one: `beads_ms_17.png` -> `beads_ms_31.png`.
+        prefix = _CAVE_BAND.match(found[numbers[0]].name).group("prefix")
+        names = ", ".join(f"{prefix}_{number:02d}.png" for number in missing)
+        expected = f"a CAVE scene has bands 1 to {num_bands}" if num_bands else "the band numbers have a gap"
+        raise CubeFormatError(
+            f"{folder}: band images {missing} are missing ({names}); found {len(numbers)} bands, {expected}."
+        )
+    if num_bands is not None and numbers[-1] > num_bands:
+        raise CubeFormatError(f"{folder}: {numbers[-1]} band images, a CAVE scene has {num_bands}.")
     return [found[number] for number in numbers]
 
 
 def _read_cave(path: Path, key: str | None) -> tuple[np.ndarray, np.ndarray | None]:
     from PIL import Image
 
-    files = find_cave_band_files(path)
+    files = find_cave_band_files(path, num_bands=CAVE_NUM_BANDS)
     cube = None
     for index, file in enumerate(files):
         try:
@@ -510,6 +534,41 @@ def _read_cave(path: Path, key: str | None) -> tuple[np.ndarray, np.ndarray | No
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+def cube_file_paths(path: str | os.PathLike, format: str | None = None, wavelengths: bool = True) -> list[Path]:
+    r"""
+    Every file that [`save_cube`] writes for `path`, the main one first: the ENVI header and its `.img` data file, the
+    `.npy` cube and its `<name>.wavelengths.npy` sidecar (when `wavelengths`), or the one file of the other formats.
+
+    Args:
+        path (`str` or `os.PathLike`):
+            The path given to [`save_cube`].
+        format (`str`, *optional*):
+            One of the keys of [`SAVE_SUFFIXES`]; inferred from the suffix when omitted.
+        wavelengths (`bool`, *optional*, defaults to `True`):
+            Whether wavelengths are written (only the `.npy` sidecar depends on it).
+    """
+    path = Path(path)
+    format = _save_format(path, format)
+    if format == "envi":
+        base = path.with_suffix("") if path.suffix.lower() in (".hdr", ".img") else path
+        return [Path(str(base) + ".hdr"), Path(str(base) + ".img")]
+    if format == "npy" and wavelengths:
+        return [path, _npy_sidecar(path)]
+    return [path]
+
+
+def _save_format(path: Path, format: str | None) -> str:
+    if format is None:
+        format = _SAVE_FORMATS.get(path.suffix.lower())
+        if format is None:
+            raise ValueError(
+                f"Cannot infer the format of {path} from its suffix; pass format= one of {sorted(SAVE_SUFFIXES)}."
+            )
+    if format not in SAVE_SUFFIXES:
+        raise ValueError(f"Unknown cube format {format!r}; choose one of {sorted(SAVE_SUFFIXES)}.")
+    return format
+
+
 def save_cube(
     path: str | os.PathLike,
     cube: np.ndarray,
@@ -534,6 +593,8 @@ def save_cube(
         - `"tiff"`: one multi-sample TIFF page, band-last and `planarconfig=contig` (GDAL sees one band per
           wavelength), float32, wavelengths in the JSON `ImageDescription`.
 
+    A cube computed block by block (larger than memory) is written with [`CubeWriter`], which makes the same files.
+
     Args:
         path (`str` or `os.PathLike`):
             Output file (for ENVI, the `.hdr` or `.img` path). Parent folders are created.
@@ -553,127 +614,214 @@ def save_cube(
     Returns:
         `Path`: the path written (the header for ENVI).
     """
-    path = Path(path)
-    if format is None:
-        format = _SAVE_FORMATS.get(path.suffix.lower())
-        if format is None:
-            raise ValueError(
-                f"Cannot infer the format of {path} from its suffix; pass format= one of {sorted(set(_SAVE_FORMATS.values()))}."
-            )
     cube = np.asarray(cube)
     if cube.ndim != 3:
         raise ValueError(f"Expected a (H, W, bands) cube, got shape {cube.shape}.")
-    cube = np.ascontiguousarray(cube, dtype=np.float32)
-    if wavelengths is not None:
-        wavelengths = np.asarray(wavelengths, dtype=np.float64).reshape(-1)
-        if wavelengths.size != cube.shape[-1]:
-            raise ValueError(f"Got {wavelengths.size} wavelengths for a cube with {cube.shape[-1]} bands.")
+    with CubeWriter(path, cube.shape, wavelengths, format, overwrite, mat_version, interleave) as writer:
+        writer.write_rows(0, cube)
+    return writer.paths[0]
 
-    if format == "envi":
-        base = path.with_suffix("") if path.suffix.lower() in (".hdr", ".img") else path
-        outputs = [Path(str(base) + ".hdr"), Path(str(base) + ".img")]
-    elif format == "npy":
-        outputs = [path] + ([_npy_sidecar(path)] if wavelengths is not None else [])
-    elif format in ("npz", "h5", "mat", "tiff"):
-        outputs = [path]
-    else:
-        raise ValueError(f"Unknown cube format {format!r}; choose one of {sorted(set(_SAVE_FORMATS.values()))}.")
-    existing = [str(output) for output in outputs if output.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(existing)} already exists; pass overwrite=True to replace it.")
-    path.parent.mkdir(parents=True, exist_ok=True)
 
-    if format == "npy":
-        # np.save would append ".npy" to a name without it; write through a file object to keep the given name.
-        with open(path, "wb") as file:
-            np.save(file, cube)
+class CubeWriter:
+    r"""
+    Writes a `(H, W, bands)` cube in blocks of rows, so that a cube can be written while it is computed without ever
+    being held in memory whole. The files are those of [`save_cube`] (which uses this class).
+
+    `.npy`, `.h5`, ENVI, TIFF and MATLAB 7.3 files are written in place, block by block. MATLAB 5.0 (`.mat` below 2 GB)
+    and `.npz` files cannot be written in parts: their cube is collected in memory and written by `close`.
+
+    Args:
+        path, wavelengths, format, overwrite, mat_version, interleave:
+            As in [`save_cube`].
+        shape (`tuple[int, int, int]`):
+            `(H, W, bands)` of the whole cube.
+
+    Example:
+
+    ```py
+    >>> with CubeWriter("scene.h5", (height, width, 31), wavelengths) as writer:
+    ...     for top in range(0, height, 64):
+    ...         writer.write_rows(top, compute_rows(top, min(top + 64, height)))  # (rows, W, 31)
+    ```
+
+    Leaving the `with` block through an exception removes the files written so far.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        shape: tuple[int, int, int],
+        wavelengths: list[float] | np.ndarray | None = None,
+        format: str | None = None,
+        overwrite: bool = False,
+        mat_version: str | None = None,
+        interleave: str = "bsq",
+    ):
+        path = Path(path)
+        self.format = _save_format(path, format)
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError(f"Expected a (H, W, bands) cube, got shape {tuple(shape)}.")
+        self.shape = tuple(int(size) for size in shape)
         if wavelengths is not None:
-            np.save(outputs[1], wavelengths)
-    elif format == "npz":
-        arrays = {"cube": cube} if wavelengths is None else {"cube": cube, "wavelengths": wavelengths}
-        with open(path, "wb") as file:
-            np.savez(file, **arrays)
-    elif format == "h5":
-        import h5py
+            wavelengths = np.asarray(wavelengths, dtype=np.float64).reshape(-1)
+            if wavelengths.size != self.shape[-1]:
+                raise ValueError(f"Got {wavelengths.size} wavelengths for a cube with {self.shape[-1]} bands.")
+        if interleave not in ("bsq", "bil"):
+            raise ValueError(f"interleave must be 'bsq' or 'bil', got {interleave!r}.")
+        nbytes = int(np.prod(self.shape)) * 4
+        if self.format == "mat":
+            mat_version = mat_version or ("5" if nbytes <= MAT_V5_MAX_BYTES else "7.3")
+            if mat_version not in ("5", "7.3"):
+                raise ValueError(f"mat_version must be '5' or '7.3', got {mat_version!r}.")
+        self.paths = cube_file_paths(path, self.format, wavelengths is not None)
+        existing = [str(output) for output in self.paths if output.exists()]
+        if existing and not overwrite:
+            raise FileExistsError(f"{', '.join(existing)} already exists; pass overwrite=True to replace it.")
+        self.paths[0].parent.mkdir(parents=True, exist_ok=True)
+        self._wavelengths, self._interleave, self._mat_version = wavelengths, interleave, mat_version
+        self._memory = self._file = self._dataset = None
+        self._offset = 0
+        height, width, bands = self.shape
+        if self.format == "npz" or (self.format == "mat" and mat_version == "5"):
+            self._memory = np.empty(self.shape, dtype=np.float32)
+        elif self.format == "h5":
+            import h5py
 
-        with h5py.File(path, "w") as file:
-            file.create_dataset("cube", data=cube)
-            file["cube"].attrs["layout"] = "(H, W, bands)"
+            self._file = h5py.File(self.paths[0], "w")
+            self._dataset = self._file.create_dataset("cube", shape=self.shape, dtype=np.float32)
+            self._dataset.attrs["layout"] = "(H, W, bands)"
             if wavelengths is not None:
-                file.create_dataset("wavelengths", data=wavelengths)
-                file["wavelengths"].attrs["units"] = "nm"
-    elif format == "mat":
-        if mat_version is None:
-            mat_version = "5" if cube.nbytes <= MAT_V5_MAX_BYTES else "7.3"
-        if mat_version == "5":
-            import scipy.io
+                self._file.create_dataset("wavelengths", data=wavelengths)
+                self._file["wavelengths"].attrs["units"] = "nm"
+        elif self.format == "mat":
+            import h5py
 
-            variables = {"cube": cube}
+            self._file = h5py.File(self.paths[0], "w", userblock_size=512)
+            # Column-major MATLAB (H, W, bands) is (bands, W, H) for HDF5.
+            self._dataset = self._file.create_dataset("cube", shape=self.shape[::-1], dtype=np.float32)
+            self._dataset.attrs["MATLAB_class"] = np.bytes_("single")
             if wavelengths is not None:
-                variables["bands"] = wavelengths[None, :]  # a 1 x bands row, as in the NTIRE 2020 files
-            scipy.io.savemat(path, variables, do_compression=False)
-        elif mat_version == "7.3":
-            _write_mat73(path, cube, wavelengths)
+                self._file.create_dataset("bands", data=wavelengths[:, None])  # MATLAB 1 x bands
+                self._file["bands"].attrs["MATLAB_class"] = np.bytes_("double")
+        elif self.format == "npy":
+            self._file = open(self.paths[0], "wb")
+            header = {"descr": "<f4", "fortran_order": False, "shape": self.shape}
+            np.lib.format.write_array_header_1_0(self._file, header)  # as np.save writes it
+            self._offset = self._file.tell()
+            self._file.truncate(self._offset + nbytes)
+            if wavelengths is not None:
+                np.save(self.paths[1], wavelengths)
+        elif self.format == "envi":
+            self._write_envi_header()
+            self._file = open(self.paths[1], "wb")
+            self._file.truncate(nbytes)
+        else:  # tiff
+            import tifffile
+
+            description = {"shape": list(self.shape), "axes": "YXS (H, W, bands)"}
+            if wavelengths is not None:
+                description.update(wavelengths=wavelengths.tolist(), wavelength_units="nm")
+            # An uncompressed page with its samples in one contiguous run; metadata=None stops tifffile from writing
+            # its own JSON description over ours.
+            memmap = tifffile.memmap(
+                self.paths[0],
+                shape=self.shape,
+                dtype="<f4",
+                photometric="minisblack",
+                planarconfig="contig",
+                description=json.dumps(description),
+                metadata=None,
+            )
+            self._offset = memmap.offset
+            del memmap
+            self._file = open(self.paths[0], "r+b")
+
+    def write_rows(self, top: int, rows: np.ndarray) -> None:
+        """Writes `rows` `(n, W, bands)` as rows `top` to `top + n` of the cube."""
+        height, width, bands = self.shape
+        rows = np.asarray(rows)
+        if rows.ndim != 3 or rows.shape[1:] != (width, bands) or not 0 <= top <= height - rows.shape[0]:
+            raise ValueError(f"Rows of shape {rows.shape} at row {top} do not fit a cube of shape {self.shape}.")
+        count = rows.shape[0]
+        if self._memory is not None:
+            self._memory[top : top + count] = rows
+        elif self.format == "h5":
+            self._dataset[top : top + count] = rows.astype(np.float32, copy=False)
+        elif self.format == "mat":
+            self._dataset[:, :, top : top + count] = rows.astype(np.float32, copy=False).transpose(2, 1, 0)
+        elif self.format == "envi" and self._interleave == "bsq":
+            for band in range(bands):  # (bands, H, W): one run of rows per band plane
+                self._file.seek((band * height + top) * width * 4)
+                self._file.write(np.ascontiguousarray(rows[..., band], dtype="<f4"))
+        else:  # npy, tiff and ENVI BIL store whole rows one after the other
+            ordered = rows.transpose(0, 2, 1) if self.format == "envi" else rows  # BIL: (H, bands, W)
+            self._file.seek(self._offset + top * width * bands * 4)
+            self._file.write(np.ascontiguousarray(ordered, dtype="<f4"))
+
+    def close(self) -> None:
+        """Finishes the files (writes the in-memory formats)."""
+        if self._memory is not None:
+            cube, self._memory = self._memory, None
+            if self.format == "npz":
+                arrays = (
+                    {"cube": cube} if self._wavelengths is None else {"cube": cube, "wavelengths": self._wavelengths}
+                )
+                with open(self.paths[0], "wb") as file:
+                    np.savez(file, **arrays)
+            else:
+                import scipy.io
+
+                variables = {"cube": cube}
+                if self._wavelengths is not None:
+                    variables["bands"] = self._wavelengths[None, :]  # a 1 x bands row, as in the NTIRE 2020 files
+                scipy.io.savemat(self.paths[0], variables, do_compression=False)
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            if self.format == "mat":
+                _write_mat73_header(self.paths[0])
+
+    def __enter__(self) -> "CubeWriter":
+        return self
+
+    def abort(self) -> None:
+        """Closes the files and removes them: no half-written cube is left behind."""
+        self._memory = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        for path in self.paths:
+            path.unlink(missing_ok=True)
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        if error_type is None:
+            self.close()
         else:
-            raise ValueError(f"mat_version must be '5' or '7.3', got {mat_version!r}.")
-    elif format == "envi":
-        _write_envi(outputs[0], outputs[1], cube, wavelengths, interleave)
-    else:
-        import tifffile
+            self.abort()
 
-        description = {"shape": list(cube.shape), "axes": "YXS (H, W, bands)"}
-        if wavelengths is not None:
-            description.update(wavelengths=wavelengths.tolist(), wavelength_units="nm")
-        # metadata=None stops tifffile from writing its own JSON description over ours.
-        tifffile.imwrite(
-            path,
-            cube,
-            photometric="minisblack",
-            planarconfig="contig",
-            description=json.dumps(description),
-            metadata=None,
-        )
-    return outputs[0]
+    def _write_envi_header(self) -> None:
+        height, width, bands = self.shape
+        lines = [
+            "ENVI",
+            "description = {hyperspectral cube written by hsr-diffusers}",
+            f"samples = {width}",
+            f"lines = {height}",
+            f"bands = {bands}",
+            "header offset = 0",
+            "file type = ENVI Standard",
+            "data type = 4",
+            f"interleave = {self._interleave}",
+            "byte order = 0",
+        ]
+        if self._wavelengths is not None:
+            values = ", ".join(f"{w:g}" for w in self._wavelengths)
+            lines += ["wavelength units = Nanometers", "wavelength = {" + values + "}"]
+        self.paths[0].write_text("\n".join(lines) + "\n")
 
 
-def _write_mat73(path: Path, cube: np.ndarray, wavelengths: np.ndarray | None) -> None:
-    import h5py
-
-    with h5py.File(path, "w", userblock_size=512) as file:
-        # Column-major MATLAB (H, W, bands) is (bands, W, H) for HDF5.
-        file.create_dataset("cube", data=np.ascontiguousarray(cube.transpose()))
-        file["cube"].attrs["MATLAB_class"] = np.bytes_("single")
-        if wavelengths is not None:
-            file.create_dataset("bands", data=wavelengths[:, None])  # MATLAB 1 x bands
-            file["bands"].attrs["MATLAB_class"] = np.bytes_("double")
+def _write_mat73_header(path: Path) -> None:
     # MATLAB's header: 116 bytes of text, 8 bytes of subsystem offset, version 0x0200 and the endian mark "IM".
     text = f"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: {time.asctime()} HDF5 schema 1.00 ."
     header = text.encode("ascii").ljust(116, b" ")[:116] + b"\x00" * 8 + (0x0200).to_bytes(2, "little") + b"IM"
     with open(path, "r+b") as file:
         file.write(header.ljust(512, b"\x00"))
-
-
-def _write_envi(header: Path, data: Path, cube: np.ndarray, wavelengths: np.ndarray | None, interleave: str) -> None:
-    height, width, bands = cube.shape
-    if interleave == "bsq":
-        ordered = cube.transpose(2, 0, 1)  # (bands, H, W)
-    elif interleave == "bil":
-        ordered = cube.transpose(0, 2, 1)  # (H, bands, W)
-    else:
-        raise ValueError(f"interleave must be 'bsq' or 'bil', got {interleave!r}.")
-    np.ascontiguousarray(ordered, dtype="<f4").tofile(data)
-    lines = [
-        "ENVI",
-        "description = {hyperspectral cube written by hsr-diffusers}",
-        f"samples = {width}",
-        f"lines = {height}",
-        f"bands = {bands}",
-        "header offset = 0",
-        "file type = ENVI Standard",
-        "data type = 4",
-        f"interleave = {interleave}",
-        "byte order = 0",
-    ]
-    if wavelengths is not None:
-        lines += ["wavelength units = Nanometers", "wavelength = {" + ", ".join(f"{w:g}" for w in wavelengths) + "}"]
-    header.write_text("\n".join(lines) + "\n")

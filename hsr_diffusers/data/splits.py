@@ -11,8 +11,9 @@ Sources (checked against public repositories):
   list most ARAD_1K papers train on: `ARAD_1K_0001` ... `ARAD_1K_0900` without `0314`, `0340` and `0531` (897 scenes),
   and the 50 validation scenes `ARAD_1K_0901` ... `ARAD_1K_0950`. The official release itself has all 900 training
   scenes: use `"ntire2022_full"` for them.
-- CAVE: the 12 scenes in `shared/data/cave` (first 10 alphabetically for training, `feathers` and `glass_tiles` for
-  validation). Scene names drop the `_ms` suffix of the folders.
+- CAVE: the 19 scenes in `shared/data/cave`; `feathers` and `glass_tiles` validate and the other 17 train (`"cave"`).
+  `"cave10"` is the first release's split: the first 10 scenes alphabetically train, with the same 2 for validation,
+  kept so that the first release's numbers stay reproducible. Scene names drop the `_ms` suffix of the folders.
 """
 
 __all__ = ["SPLITS", "get_split", "list_splits"]
@@ -39,7 +40,15 @@ CAVE_SCENES = [
     "fake_and_real_lemon_slices",
     "feathers",
     "glass_tiles",
+    "hairs",
+    "jelly_beans",
+    "oil_painting",
+    "paints",
+    "pompoms",
+    "sponges",
+    "superballs",
 ]
+CAVE_VALIDATION = ["feathers", "glass_tiles"]
 
 SPLITS: dict[str, dict[str, list[str]]] = {
     "ntire2020": {"train": _names("ARAD_HS", 1, 450), "validation": NTIRE2020_VALIDATION},
@@ -48,7 +57,8 @@ SPLITS: dict[str, dict[str, list[str]]] = {
         "validation": _names("ARAD_1K", 901, 950),
     },
     "ntire2022_full": {"train": _names("ARAD_1K", 1, 900), "validation": _names("ARAD_1K", 901, 950)},
-    "cave": {"train": CAVE_SCENES[:10], "validation": ["feathers", "glass_tiles"]},
+    "cave": {"train": [name for name in CAVE_SCENES if name not in CAVE_VALIDATION], "validation": CAVE_VALIDATION},
+    "cave10": {"train": CAVE_SCENES[:10], "validation": CAVE_VALIDATION},
 }
 SPLITS["arad_hs"] = SPLITS["ntire2020"]
 SPLITS["arad_1k"] = SPLITS["ntire2022"]
@@ -66,7 +76,7 @@ def get_split(name: str) -> dict[str, list[str]]:
     Args:
         name (`str`):
             `"ntire2020"` (alias `"arad_hs"`): 450 train / 10 validation. `"ntire2022"` (alias `"arad_1k"`): the MST++
-            lists, 897 train / 50 validation. `"ntire2022_full"`: 900 / 50. `"cave"`: 10 / 2.
+            lists, 897 train / 50 validation. `"ntire2022_full"`: 900 / 50. `"cave"`: 17 / 2. `"cave10"`: the first release's 10 / 2.
 
     Returns:
         `dict[str, list[str]]`: keys `"train"` and `"validation"`; a fresh copy that the caller may modify.

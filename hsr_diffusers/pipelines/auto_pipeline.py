@@ -1,3 +1,4 @@
+import os
 from collections import OrderedDict
 from importlib import resources
 from pathlib import Path
@@ -41,6 +42,55 @@ def resolve_pretrained(name_or_path: str | Path) -> str:
     return name
 
 
+def looks_like_path(name_or_path: str | os.PathLike) -> bool:
+    """
+    Whether a model name is meant as a local folder rather than a Hub id (`org/name`): a path object, or a string that
+    starts with `./`, `../`, `/` or `~`, ends with a separator, or has more separators than the one of `org/name`.
+    """
+    if isinstance(name_or_path, os.PathLike):
+        return True
+    name = str(name_or_path)
+    separators = tuple({"/", os.sep, os.altsep or "/"})
+    return (
+        name in (".", "..", "~")
+        or name.startswith(("./", "../", "/", "~", ".\\", "..\\"))
+        or name.endswith(separators)
+        or name.count("/") > 1
+        or (os.sep != "/" and os.sep in name)
+    )
+
+
+def check_model_source(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> None:
+    """
+    Fails fast, with the cause in the message, where loading would otherwise reach the Hub for nothing: a path that is
+    not a folder, and a Hub id while `HF_HUB_OFFLINE` is set that is not in the local cache.
+
+    Raises:
+        `FileNotFoundError`: the path is not an existing folder, or the Hub id cannot be loaded offline.
+    """
+    from huggingface_hub import is_offline_mode, try_to_load_from_cache
+
+    name = str(name_or_path)
+    if Path(name).expanduser().is_dir():
+        return
+    bundled = ", ".join(list_pretrained()) or "none installed"
+    if looks_like_path(name_or_path):
+        target = Path(name).expanduser()
+        what = "is a file, not a folder" if target.exists() else "no such folder"
+        raise FileNotFoundError(
+            f"{name}: {what}. A model is a folder written by save_pretrained (with model_index.json), a bundled name "
+            f"({bundled}) or a Hub id (org/name)."
+        )
+    if is_offline_mode():
+        cached = try_to_load_from_cache(name, "model_index.json", cache_dir=cache_dir)
+        if not isinstance(cached, str):
+            raise FileNotFoundError(
+                f"{name}: not a local folder or a bundled model ({bundled}), and the Hub cannot be asked because "
+                "HF_HUB_OFFLINE is set (the model is not in the local Hugging Face cache). Unset HF_HUB_OFFLINE to "
+                "download it, or pass a folder."
+            )
+
+
 class HSRPipeline:
     r"""
     The one entry point: [`HSRPipeline.from_pretrained`] reads `_class_name` from `model_index.json` and returns the
@@ -69,8 +119,14 @@ class HSRPipeline:
 
         Returns:
             [`HSRDiffusionPipeline`] or [`HSRPixelGANPipeline`].
+
+        Raises:
+            `FileNotFoundError`: a path that is not a folder, or a Hub id that is not cached while `HF_HUB_OFFLINE` is
+                set; the message names the cause.
         """
         path = resolve_pretrained(pretrained_model_name_or_path)
+        if path == str(pretrained_model_name_or_path):  # not a bundled model
+            check_model_source(pretrained_model_name_or_path, kwargs.get("cache_dir"))
         config_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
         config = DiffusionPipeline.load_config(path, **config_kwargs)
         class_name = config.get("_class_name")

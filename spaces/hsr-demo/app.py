@@ -20,16 +20,13 @@ import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from unittest import mock
 
 import gradio as gr
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
 import torch
-from gradio import component_meta
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
@@ -121,12 +118,30 @@ class Reconstruction:
     summary: str
 
 
-@lru_cache(maxsize=8)
+def linear_to_srgb(rgb: np.ndarray) -> np.ndarray:
+    """Applies the sRGB transfer function (IEC 61966-2-1) to linear values, clipped to [0, 1] first."""
+    rgb = np.clip(np.asarray(rgb, dtype=np.float64), 0.0, 1.0)
+    return np.where(rgb <= 0.0031308, rgb * 12.92, 1.055 * rgb ** (1 / 2.4) - 0.055)
+
+
 def linear_to_srgb8(rgb: np.ndarray) -> np.ndarray:
-    """Applies the sRGB transfer function (IEC 61966-2-1) to linear values and quantises to uint8."""
-    rgb = np.clip(rgb, 0.0, 1.0)
-    encoded = np.where(rgb <= 0.0031308, rgb * 12.92, 1.055 * rgb ** (1 / 2.4) - 0.055)
-    return (encoded * 255 + 0.5).astype(np.uint8)
+    """`linear_to_srgb` quantised to uint8."""
+    return (linear_to_srgb(rgb) * 255 + 0.5).astype(np.uint8)
+
+
+def srgb_to_camera_matrix(response, wavelengths) -> np.ndarray:
+    """
+    The `(3, 3)` matrix `M` that `hsr_diffusers.spectral.srgb_to_camera_rgb` applies (`camera = linear_sRGB @ M`), so
+    that the demo can map camera RGB back to the photo's sRGB. It is read off that function rather than fitted again
+    here, so the fit keeps one home: the function is linear before it clips, and a mid grey plus a small step along
+    each channel stays well inside [0, 1].
+    """
+    grey, step = 0.4, 0.1
+    linear = np.full((4, 3), grey) + np.vstack([np.zeros(3), step * np.eye(3)])  # grey, then grey + step per channel
+    camera = srgb_to_camera_rgb(linear_to_srgb(linear), response, wavelengths).astype(np.float64)
+    if camera.min() <= 0.0 or camera.max() >= 1.0:
+        raise RuntimeError(f"The sRGB-to-camera probe clipped ({camera.tolist()}); use a smaller step.")
+    return (camera[1:] - camera[0]) / step
 
 
 def unreadable_image_error(name: str, error: Exception) -> gr.Error:
@@ -195,17 +210,17 @@ def _default_steps(pipe) -> int:
 def predict(
     image,
     model_name: str,
-    steps: int = 10,
-    samples: int = 1,
-    seed: int = 0,
+    steps: int | None = None,
+    samples: int | None = 1,
+    seed: int | None = 0,
     input_is_linear: bool = False,
     rgb_consistency: bool = True,
     downscale: bool = True,
     *,
     pipelines: dict,
     max_megapixels: float = MAX_MEGAPIXELS,
-    tile_size: int | None = TILE_SIZE,
-    tile_overlap: int = TILE_OVERLAP,
+    tile_size: int | None = None,
+    tile_overlap: int | None = None,
 ) -> Reconstruction:
     r"""
     Reconstructs the cube of one photo. Raises `gr.Error` with a readable message for anything the user can fix.
@@ -216,9 +231,10 @@ def predict(
             `input_is_linear`.
         model_name (`str`):
             A key of `pipelines`.
-        steps (`int`), samples (`int`), seed (`int`):
-            Sampling steps, number of samples (their mean is the cube, their standard deviation the uncertainty) and
-            seed of the diffusion model; ignored by the PixelGAN.
+        steps (`int`, *optional*), samples (`int`, *optional*, defaults to 1), seed (`int`, *optional*, defaults to 0):
+            Sampling steps (defaults to the model's `default_num_inference_steps`), number of samples (their mean is
+            the cube, their standard deviation the uncertainty) and seed of the diffusion model; ignored by the
+            PixelGAN. `None`, what an emptied number box gives, means the default.
         input_is_linear (`bool`, *optional*, defaults to `False`):
             The image is already linear RGB in the model's camera space (skip sRGB decoding and colour conversion).
         rgb_consistency (`bool`, *optional*, defaults to `True`):
@@ -227,8 +243,12 @@ def predict(
             Downscale images above `max_megapixels` instead of refusing them.
         pipelines (`dict`):
             Names to pipelines, or to a message string for a model that failed to load.
-        max_megapixels (`float`), tile_size (`int` or `None`), tile_overlap (`int`):
-            Size limit, and the tiling used for images wider or taller than `tile_size`.
+        max_megapixels (`float`, *optional*, defaults to `MAX_MEGAPIXELS`):
+            Size limit (see `downscale`).
+        tile_size (`int`, *optional*), tile_overlap (`int`, *optional*):
+            Tiling of images wider or taller than `tile_size`. Default to the model's own `default_tile_size` and
+            `default_tile_overlap` (its attention cost grows with the tile), or to `TILE_SIZE` and `TILE_OVERLAP` for a
+            model without them.
 
     Returns:
         [`Reconstruction`]
@@ -241,9 +261,15 @@ def predict(
     if isinstance(pipe, str):
         raise gr.Error(pipe)
     is_diffusion = isinstance(pipe, HSRDiffusionPipeline)
-    steps, samples, seed = int(steps or 0), int(samples or 0), int(seed or 0)  # an emptied number box gives None
+    # An emptied number box gives None: fall back to the defaults. The event runs without Gradio's preprocessing (see
+    # `build_demo`), so the sliders' bounds are checked here.
+    steps = _default_steps(pipe) if steps is None else int(steps)
+    samples = 1 if samples is None else int(samples)
+    seed = 0 if seed is None else int(seed)
     if is_diffusion and not (1 <= steps <= MAX_STEPS and 1 <= samples <= MAX_SAMPLES):
         raise gr.Error(f"Use 1 to {MAX_STEPS} steps and 1 to {MAX_SAMPLES} samples, got {steps} and {samples}.")
+    if is_diffusion and not 0 <= seed < 2**32:
+        raise gr.Error(f"Use a seed from 0 to {2**32 - 1}, got {seed}.")
 
     # 2. Read, size-check and validate the image: [1, 3, H, W] in [0, 1]
     image, name, note = _read_image(image, max_megapixels, downscale)
@@ -257,7 +283,6 @@ def predict(
     # 3. To linear camera RGB, the space the model was trained in
     wavelengths = list(pipe.config.wavelengths)
     response = pipe.config.response
-    matrix = None
     if input_is_linear:
         camera_rgb = encoded
     else:
@@ -265,11 +290,14 @@ def predict(
     camera_rgb = camera_rgb.astype(np.float32)
 
     # 4. Run the pipeline, tiled when the image is larger than a tile
-    if pipe.config.get("default_tile_size"):
-        kwargs = {}  # the model's own tiling (its attention cost grows with the tile)
-    else:
-        tiled = tile_size is not None and max(height, width) > tile_size
-        kwargs = {"tile_size": tile_size if tiled else None, "tile_overlap": tile_overlap}
+    own_tile_size = pipe.config.get("default_tile_size")
+    if tile_size is None:
+        tile_size = own_tile_size or TILE_SIZE
+    if tile_overlap is None:
+        tile_overlap = pipe.config.get("default_tile_overlap", TILE_OVERLAP) if own_tile_size else TILE_OVERLAP
+    tiled = max(height, width) > tile_size
+    kwargs = {"tile_size": tile_size, "tile_overlap": tile_overlap}
+    # Only diffusion pipelines take sampling arguments; the feed-forward ones have nothing to sample.
     if is_diffusion:
         kwargs.update(
             num_inference_steps=steps,
@@ -285,13 +313,15 @@ def predict(
     cube = output.cubes[0]  # [H, W, bands]
     uncertainty = None if output.uncertainty is None else output.uncertainty[0]
 
-    # 5. Previews: the cube seen by the eye (D65) and re-rendered through the camera response
+    # 5. Previews: the cube seen by the eye (D65), and re-rendered through the camera response then shown in the
+    # input's encoding (back to sRGB for a photo, linear for a linear input) so that it compares with the input as shown
     cube_t = torch.from_numpy(cube).permute(2, 0, 1)[None]  # [1, bands, H, W]
     rerendered = pipe.image_processor.render(cube_t)[0].permute(1, 2, 0).numpy()  # [H, W, 3]
     preview = pipe.image_processor.cube_to_rgb(cube[None])[0]
-    if matrix is None:
+    if input_is_linear:
         rerendered_srgb = (np.clip(rerendered, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
     else:
+        matrix = srgb_to_camera_matrix(response, wavelengths)
         rerendered_srgb = linear_to_srgb8(rerendered @ np.linalg.inv(matrix))
 
     error = np.abs(rerendered - camera_rgb)
@@ -361,7 +391,8 @@ def spectrum_figure(result: Reconstruction, points: list) -> Figure:
     axes.grid(alpha=0.3)
     if points:
         title = "pixel (x, y): mean ± σ" if result.uncertainty is not None else "pixel (x, y)"
-        axes.legend(title=title, fontsize="small")
+        # Beside the axes: Gradio draws the plot's label over its top-left corner.
+        axes.legend(title=title, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return figure
 
 
@@ -433,22 +464,6 @@ def _new_export_dir() -> Path:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-# Gradio writes a typing stub (`<file>.pyi`) beside the source of every Component subclass it creates. The demo has no
-# use for one and it would land in the Space folder, so the stub writer is switched off while this class is created.
-with mock.patch.object(component_meta, "create_or_modify_pyi"):
-
-    class PhotoUpload(gr.Image):
-        """`gr.Image` whose unreadable uploads give a readable `gr.Error` instead of a bare failure in preprocessing."""
-
-        is_template = True  # rendered by the frontend as a plain gr.Image
-
-        def preprocess(self, payload):
-            try:
-                return super().preprocess(payload)
-            except UNREADABLE_ERRORS as error:
-                raise unreadable_image_error(getattr(payload, "orig_name", None) or "the file", error) from error
-
-
 INTRO = """
 # hsr-diffusers: RGB → 31-band hyperspectral cube
 
@@ -487,6 +502,11 @@ def build_demo(pipelines: dict, examples: list[str] | None = None) -> gr.Blocks:
         progress=gr.Progress(track_tqdm=True),
     ):
         progress(0, desc="Reconstructing")
+        # The event runs with `preprocess=False`, so `image` is the upload's file data, not an opened image: gr.Image
+        # would open the file in preprocessing and answer a bare "Error" for a corrupt one, while `predict` reads it
+        # with a message that says what is wrong. Gradio has still checked that the path is one of its uploads.
+        if isinstance(image, dict):
+            image = image.get("path")
         result = predict(
             image,
             model_name,
@@ -548,10 +568,9 @@ def build_demo(pipelines: dict, examples: list[str] | None = None) -> gr.Blocks:
 
         with gr.Row(equal_height=False):
             with gr.Column():
-                photo = PhotoUpload(
+                photo = gr.Image(
                     label="Input photo (sRGB)",
-                    type="filepath",
-                    image_mode=None,  # keep the file as uploaded, so that grayscale and RGBA can be told apart
+                    type="filepath",  # what the API documents; `run` gets the upload unprocessed
                     sources=["upload", "clipboard"],
                     height=IMAGE_HEIGHT,
                     elem_id="input-image",
@@ -597,29 +616,29 @@ def build_demo(pipelines: dict, examples: list[str] | None = None) -> gr.Blocks:
                 run_button = gr.Button("Reconstruct", variant="primary", elem_id="run-button")
             with gr.Column():
                 preview = gr.Image(
-                    label="Reconstructed cube, sRGB preview under D65: click a pixel for its spectrum",
+                    label="Cube preview (sRGB under D65)",
                     interactive=False,
                     format="png",
                     height=IMAGE_HEIGHT,
                     elem_id="preview",
                 )
-                status = gr.Markdown(elem_id="status")
+                status = gr.Markdown(label="Summary", elem_id="status")
 
         with gr.Row(equal_height=False):
             with gr.Column():
-                band = gr.Slider(0, 30, value=15, step=1, label="Band", elem_id="band-slider")
+                band = gr.Slider(0, 30, value=15, step=1, label="Band index", elem_id="band-slider")
                 band_view = gr.Image(
-                    label="Band", interactive=False, format="png", height=VIEW_HEIGHT, elem_id="band-image"
+                    label="Band image", interactive=False, format="png", height=VIEW_HEIGHT, elem_id="band-image"
                 )
             with gr.Column():
-                plot = gr.Plot(label="Spectra of the clicked pixels", elem_id="spectrum-plot")
+                plot = gr.Plot(label="Spectra of clicked pixels", elem_id="spectrum-plot")
                 with gr.Row():
                     x = gr.Number(label="x", precision=0, minimum=0, elem_id="pixel-x")
                     y = gr.Number(label="y", precision=0, minimum=0, elem_id="pixel-y")
                     show_button = gr.Button("Plot spectrum at (x, y)")
                     clear_button = gr.Button("Clear plot")
                 with gr.Accordion("Values of the last spectrum", open=False):
-                    spectrum_json = gr.JSON(label="Spectrum")
+                    spectrum_json = gr.JSON(label="Spectrum values")
 
         with gr.Row():
             rerendered = gr.Image(
@@ -630,24 +649,30 @@ def build_demo(pipelines: dict, examples: list[str] | None = None) -> gr.Blocks:
                 elem_id="rerendered",
             )
             difference = gr.Image(
-                label=f"|input − re-rendered|, white at {DIFF_FULL_SCALE:.0%} of full scale",
+                label="Re-rendering error",
                 interactive=False,
                 format="png",
                 height=VIEW_HEIGHT,
                 elem_id="difference",
             )
             uncertainty = gr.Image(
-                label="Uncertainty: σ over samples, mean over bands (DDPM with 2+ samples)",
+                label="Uncertainty",
                 interactive=False,
                 format="png",
                 height=VIEW_HEIGHT,
                 elem_id="uncertainty",
             )
+        gr.Markdown(
+            "**Cube re-rendered to RGB**: the cube through the camera response, shown in the input's encoding (sRGB "
+            "for a photo). **Re-rendering error**: \\|input − re-rendered\\| in linear camera RGB, largest channel, "
+            f"white at {DIFF_FULL_SCALE:.0%} of full scale. **Uncertainty**: σ over the DDPM's samples (2 or more), "
+            "mean over bands, white at its maximum."
+        )
 
         with gr.Row():
             export_format = gr.Radio(list(EXPORT_FORMATS), value=".h5", label="Cube file format")
             download_button = gr.Button("Prepare download", elem_id="download-button")
-        files = gr.File(label="Cube (with wavelengths)", file_count="multiple", interactive=False, elem_id="files")
+        files = gr.File(label="Cube files", file_count="multiple", interactive=False, elem_id="files")
 
         run_button.click(
             run,
@@ -666,6 +691,7 @@ def build_demo(pipelines: dict, examples: list[str] | None = None) -> gr.Blocks:
                 files,
             ],
             api_name="predict",
+            preprocess=False,
             concurrency_limit=CONCURRENCY_LIMIT,
             concurrency_id="reconstruct",
         )

@@ -1,10 +1,11 @@
-"""Serves the demo, runs it on one image in headless Chromium and saves a screenshot for the Space README.
+"""Serves the demo with the bundled models, runs it on one image in headless Chromium at the page's defaults (the
+preselected model at its own default steps) and saves a screenshot for the Space README.
 
-    python spaces/hsr-demo/make_screenshot.py                  # the bundled models (what the README should show)
-    python spaces/hsr-demo/make_screenshot.py --tiny --steps 3 # tiny random-weight pipelines of the tests, no models
+    python spaces/hsr-demo/make_screenshot.py
 
 Needs playwright (`pip install playwright`) and a Chromium binary (`/usr/bin/chromium` from Debian's `chromium`
 package, or `--chromium PATH`). The image is the first file of `examples/`, or a synthetic scene when there is none.
+`app` is imported from this script's folder, which Python puts first on `sys.path` when it runs a script.
 """
 
 import argparse
@@ -13,21 +14,20 @@ import sys
 import tempfile
 from pathlib import Path
 
+import app
+
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
-sys.path[:0] = [str(HERE), str(REPO)]  # `app` and, for --tiny, the repository's `tests` package
-
-import app  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true", help="Use the tiny pipelines of tests/spaces (no model files).")
     parser.add_argument("--image", type=Path, default=None, help="Input image; default: first example or synthetic.")
     parser.add_argument("--output", type=Path, default=HERE / "screenshot.png", help="Where to save the PNG.")
-    parser.add_argument("--steps", type=int, default=20, help="DDPM sampling steps.")
-    parser.add_argument("--samples", type=int, default=4, help="DDPM samples (mean ± σ).")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="DDPM sampling steps; default: the page's (the model's)."
+    )
+    parser.add_argument("--samples", type=int, default=None, help="DDPM samples (mean ± σ); default: the page's.")
     parser.add_argument("--chromium", type=Path, default=Path("/usr/bin/chromium"), help="Chromium executable.")
     return parser.parse_args(argv)
 
@@ -48,18 +48,13 @@ def synthetic_photo(path: Path) -> Path:
 def main(args):
     from playwright.sync_api import sync_playwright
 
-    if args.tiny:
-        from tests.spaces.conftest import make_tiny_pipelines
-
-        pipelines = make_tiny_pipelines()
-    else:
-        pipelines = app.load_pipelines()
+    pipelines = app.load_pipelines()
     for name, pipe in list(pipelines.items()):
         if isinstance(pipe, str):  # a model that failed to load: say why, and leave it out of the screenshot
             print(pipe)
             del pipelines[name]
     if not pipelines:
-        sys.exit("No model could be loaded; see the messages above (or pass --tiny).")
+        sys.exit("No model could be loaded; see the messages above.")
     examples = app.find_examples()
     image = args.image or (Path(examples[0]) if examples else synthetic_photo(Path(tempfile.mkdtemp()) / "scene.png"))
 
@@ -86,7 +81,7 @@ def main(args):
             page.goto(f"http://127.0.0.1:{port}/")
             for elem_id, value in (("steps", args.steps), ("samples", args.samples)):
                 field = page.locator(f"#{elem_id} input[type=number]")
-                if field.is_enabled():
+                if value is not None and field.is_enabled():
                     field.fill(str(value))
                     field.press("Enter")
             page.set_input_files("#input-image input[type=file]", str(image))

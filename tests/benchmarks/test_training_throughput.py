@@ -2,19 +2,16 @@
 
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
+
+# benchmarks/ is on the test path (pyproject.toml), as it is on a benchmark's own when it runs.
+import training_throughput
+from common import RESULTS_DIR
 
 from hsr_diffusers.data import make_synthetic_dataset
 
 from ..testing_utils import slow
-
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
-import training_throughput  # noqa: E402
-from common import RESULTS_DIR  # noqa: E402
 
 
 # A worker that holds 96 MiB of anonymous memory and reports 6 tqdm steps: the first one 1 s, the others 0.1 s.

@@ -1,9 +1,16 @@
-"""`hsr reconstruct` and the `examples/` folder, run in-process with tiny pipelines saved to a temporary folder."""
+"""`hsr reconstruct` and the `examples/` folder, run in-process with the bundled models on a crop of an example photo,
+and with tiny pipelines saved to a temporary folder for the details; one two-process `accelerate launch` run."""
 
+import os
 import runpy
+import signal
+import socket
 import struct
+import subprocess
 import sys
+import time
 import zlib
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -11,19 +18,20 @@ import PIL.Image
 import pytest
 import tifffile
 import torch
-from diffusers import DDPMScheduler
+from diffusers import DDIMScheduler, DDPMScheduler
 
 from hsr_diffusers import HSRDiffusionPipeline, HSRPixelGANGenerator, HSRPixelGANPipeline, srgb_preview
 from hsr_diffusers.cli import main
 from hsr_diffusers.cli.reconstruct import read_image
-from hsr_diffusers.data import load_cube_with_wavelengths
+from hsr_diffusers.data import load_cube, load_cube_with_wavelengths
+from hsr_diffusers.data.io import SAVE_SUFFIXES, cube_file_paths
 from hsr_diffusers.spectral import srgb_to_camera_rgb
-from tests.testing_utils import smooth_cube, tiny_ddpm_unet
+from tests.testing_utils import slow, smooth_cube, tiny_ddpm_unet
 
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO_ROOT / "examples"
 WAVELENGTHS = np.arange(400.0, 701.0, 10.0)
-CUBE_SUFFIXES = {"h5": ".h5", "npy": ".npy", "mat": ".mat", "envi": ".hdr", "tiff": ".tif"}
 
 
 @pytest.fixture(scope="module")
@@ -77,33 +85,6 @@ def write_png16(path: Path, array: np.ndarray) -> None:
     path.write_bytes(
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
     )
-
-
-@pytest.mark.parametrize("format", sorted(CUBE_SUFFIXES))
-def test_every_format_writes_the_cube_with_wavelengths_and_the_plots(format, ddpm, photo, tmp_path, capsys):
-    out = tmp_path / "out"
-    assert reconstruct(photo, "-o", out, "--model", ddpm, "--steps", 2, "--format", format) == 0
-    cube, wavelengths = load_cube_with_wavelengths(out / f"photo{CUBE_SUFFIXES[format]}")
-    assert cube.shape == (24, 32, 31) and 0 <= cube.min() and cube.max() <= 1
-    np.testing.assert_allclose(wavelengths, WAVELENGTHS)
-    if format == "envi":
-        header = (out / "photo.hdr").read_text()
-        assert "wavelength = {400, 410," in header and "wavelength units = Nanometers" in header
-        assert (out / "photo.img").stat().st_size == 24 * 32 * 31 * 4
-        spectral = pytest.importorskip("spectral")
-        image = spectral.open_image(str(out / "photo.hdr"))
-        np.testing.assert_allclose(image.bands.centers, WAVELENGTHS)
-        np.testing.assert_array_equal(np.asarray(image.load()), cube)
-    for plot in ("preview", "bands", "spectra"):
-        with PIL.Image.open(out / f"photo_{plot}.png") as image:
-            assert image.format == "PNG"
-            if plot == "preview":
-                assert image.size == (32, 24) and image.mode == "RGB"
-            else:
-                assert min(image.size) > 100  # a figure, not an empty file
-    assert not list(out.glob("*_std*"))  # one sample: no spread to write
-    summary = capsys.readouterr().out
-    assert "file" in summary and "photo.png" in summary and "24" in summary and "1 image(s) reconstructed" in summary
 
 
 def test_the_cube_is_the_pipeline_output_for_the_photo_in_camera_rgb(ddpm, photo, tmp_path):
@@ -173,7 +154,9 @@ def test_bad_files_get_one_error_line_each_and_the_others_are_written(ddpm, tmp_
         "a_good_preview.png",
         "a_good_spectra.png",
     ]
-    assert "1 image(s) reconstructed" in captured.out and "6 failed" in captured.out
+    assert "1 image(s) reconstructed" in captured.out and "6 failed:" in captured.out
+    summary = captured.out.split("6 failed:")[1]  # the failures again, after the table, one line each
+    assert all(name in summary for name in ("b_corrupt.png", "c_gray.png", "f_bitmap.bmp", "missing.png"))
 
 
 def test_outputs_are_not_overwritten_without_the_flag(ddpm, photo, tmp_path, capsys):
@@ -246,6 +229,76 @@ def test_pixelgan_model_and_unusable_model(pixelgan, photo, tmp_path, capsys):
     assert len(error.strip().splitlines()) == 1 and "cannot load model" in error
 
 
+def test_tiled_run_with_samples_equals_the_pipeline(tmp_path):
+    # Several tile groups, two samples: the CLI drives the tiles itself and streams rows to the file, and must give
+    # exactly what the pipeline gives for the whole photo (mean and spread, seams included). DDIM: no step noise.
+    model = tmp_path / "ddim"
+    scheduler = DDIMScheduler(num_train_timesteps=1000)
+    HSRDiffusionPipeline(unet=tiny_ddpm_unet(attention=False), scheduler=scheduler).save_pretrained(model)
+    pipe = HSRDiffusionPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=True)
+    srgb8 = photo_array(80, 200, seed=3)
+    PIL.Image.fromarray(srgb8).save(tmp_path / "wide.png")
+    expected = pipe(
+        linearise(srgb8),
+        num_inference_steps=2,
+        num_samples=2,
+        tile_size=72,
+        generator=torch.Generator().manual_seed(5),
+    )
+    args = ["--model", model, "--steps", 2, "--samples", 2, "--seed", 5, "--tile-size", 72, "--format", "envi"]
+    assert reconstruct(tmp_path / "wide.png", "-o", tmp_path / "out", *args) == 0
+    np.testing.assert_allclose(load_cube(tmp_path / "out" / "wide.hdr"), expected.cubes[0], atol=1e-6)
+    np.testing.assert_allclose(load_cube(tmp_path / "out" / "wide_std.hdr"), expected.uncertainty[0], atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- many processes
+def launch_two_cpu_processes(args: list, timeout: float = 240) -> subprocess.CompletedProcess:
+    """`accelerate launch -m hsr_diffusers.cli ...` with two CPU ranks (gloo), as train_scripts/README.md documents."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    with socket.socket() as probe:  # a free port: the default 29500 may be held by another run on this machine
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--main_process_port", str(port), "--num_machines", "1", "--num_cpu_threads_per_process", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "hsr_diffusers.cli", *map(str, args),
+    ]  # fmt: skip
+    # Own session, so that a hung rank can be killed with its launcher instead of outliving the test.
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"the two-process run did not finish within {timeout} s:\n{stdout[-2000:]}\n{stderr[-2000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+@slow
+def test_accelerate_launch_shards_the_photos_over_two_processes(pixelgan, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for index in range(3):
+        PIL.Image.fromarray(photo_array(seed=index)).save(folder / f"photo_{index}.png")
+    (folder / "photo_9_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 10)
+    out = tmp_path / "out"
+    result = launch_two_cpu_processes(["reconstruct", folder, "-o", out, "--model", pixelgan, "--format", "npy"])
+    log = result.stdout + result.stderr
+    assert result.returncode != 0, log[-3000:]  # a file failed: the run says so at the end
+    # Every good photo written exactly once (a second writer would have failed on the existing file).
+    for index in range(3):
+        assert load_cube(out / f"photo_{index}.npy").shape == (24, 32, 31)
+    assert not list(out.glob("photo_9*"))
+    assert "3 image(s) reconstructed into" in result.stdout and "by 2 processes, 1 failed:" in result.stdout
+    assert "photo_9_corrupt.png: cannot read the image" in result.stdout  # the summary names the failure
+    assert [line for line in result.stderr.splitlines() if "photo_9_corrupt.png" in line]  # reported when it failed
+    processes = {line.split()[-2] for line in result.stdout.splitlines() if line.startswith(str(folder))}
+    assert processes == {"0", "1"}, result.stdout  # both ranks had a share
+
+
 def test_example_script_and_licences(ddpm, photo, tmp_path, monkeypatch, capsys):
     images = sorted(p.name for p in EXAMPLES.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     assert 2 <= len(images) <= 3
@@ -263,3 +316,87 @@ def test_example_script_and_licences(ddpm, photo, tmp_path, monkeypatch, capsys)
     assert "cube: shape (24, 32, 31)" in printed and "centre pixel (12, 16)" in printed and "700 nm" in printed
     with PIL.Image.open(preview) as image:
         assert image.size == (32, 24)
+
+
+# ---------------------------------------------------------------------------------------------- what ships
+@pytest.fixture(scope="module")
+def coffee_crop(tmp_path_factory) -> Path:
+    """A 48x64 crop of the bundled example photo: one 64-px tile of the bundled DDPM."""
+    path = tmp_path_factory.mktemp("coffee") / "coffee.png"
+    with PIL.Image.open(EXAMPLES / "coffee.png") as image:
+        image.convert("RGB").crop((160, 100, 224, 148)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("format", sorted(SAVE_SUFFIXES))
+def test_bundled_default_model_writes_every_format(format, coffee_crop, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert reconstruct(coffee_crop, "-o", out, "--format", format) == 0  # the default model: the bundled DDPM
+    cube_path = out / f"coffee{SAVE_SUFFIXES[format]}"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [p.name for p in cube_file_paths(cube_path, format)]
+        + [f"coffee_{x}.png" for x in ("bands", "preview", "spectra")]
+    )
+    cube, wavelengths = load_cube_with_wavelengths(cube_path)
+    assert cube.shape == (48, 64, 31) and np.isfinite(cube).all() and 0 <= cube.min() and cube.max() <= 1
+    assert cube.std() > 0.01  # a real reconstruction, not a constant
+    np.testing.assert_allclose(wavelengths, WAVELENGTHS)
+    np.testing.assert_array_equal(load_cube(cube_path), cube)
+    if format == "envi":
+        import spectral  # a test dependency: the ENVI header as third-party tools read it
+
+        image = spectral.open_image(str(cube_path))
+        assert image.shape == (48, 64, 31) and image.bands.band_unit.lower() == "nanometers"
+        np.testing.assert_allclose(image.bands.centers, WAVELENGTHS)
+        np.testing.assert_array_equal(np.asarray(image.load()), cube)
+    for plot in ("preview", "bands", "spectra"):
+        with PIL.Image.open(out / f"coffee_{plot}.png") as image:
+            assert image.format == "PNG"
+            if plot == "preview":
+                assert image.size == (64, 48) and image.mode == "RGB"
+            else:
+                assert min(image.size) > 100  # a figure, not an empty file
+    summary = capsys.readouterr().out
+    assert "coffee.png" in summary and "64x48" in summary and "1 image(s) reconstructed" in summary
+
+
+def test_bundled_pixelgan_and_samples_of_the_bundled_ddpm(coffee_crop, tmp_path):
+    assert reconstruct(coffee_crop, "-o", tmp_path / "gan", "--model", "hsr-diffusers/pixelgan-cave") == 0
+    cube = load_cube(tmp_path / "gan" / "coffee.h5")
+    assert cube.shape == (48, 64, 31) and 0 <= cube.min() and cube.max() <= 1 and cube.std() > 0.01
+
+    assert reconstruct(coffee_crop, "-o", tmp_path / "ddpm", "--samples", 2, "--format", "npy") == 0
+    spread = load_cube(tmp_path / "ddpm" / "coffee_std.npy")
+    assert spread.shape == (48, 64, 31) and spread.min() >= 0 and spread.max() > 0
+
+
+@pytest.mark.parametrize("model", ["./missing_dir", "missing/dir/", "a/b/c"])
+def test_a_missing_model_folder_is_named_without_the_hub(model, photo, tmp_path, capsys):
+    start = time.perf_counter()
+    assert reconstruct(photo, "-o", tmp_path / "out", "--model", model) == 2
+    assert time.perf_counter() - start < 10  # no network retries
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "no such folder" in error and model in error
+    assert "huggingface.co" not in error
+
+
+def test_an_uncached_hub_id_fails_fast_offline(photo, tmp_path, capsys):
+    # tests/conftest.py sets HF_HUB_OFFLINE=1, as a user without network would.
+    start = time.perf_counter()
+    assert reconstruct(photo, "-o", tmp_path / "out", "--model", "some-org/some-model") == 2
+    assert time.perf_counter() - start < 10
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "HF_HUB_OFFLINE is set" in error and "some-org/some-model" in error
+
+
+def test_only_formats_written_whole_need_the_cube_in_memory():
+    from hsr_diffusers.cli.reconstruct import check_memory
+
+    huge = (200_000, 200_000, 31)  # 4.5 TiB of float32
+    for format in ("h5", "npy", "envi", "tiff"):
+        check_memory(*huge, format, samples=4)  # streamed: no limit from the cube's size
+    for format in ("npz", "mat"):  # .mat above 2 GB is MATLAB 7.3, streamed; npz is always whole
+        with pytest.raises(MemoryError, match=f"--format {format}") if format == "npz" else nullcontext():
+            check_memory(*huge, format, samples=1)
+    with pytest.raises(MemoryError, match="use h5, npy, envi or tiff"):
+        check_memory(20_000, 20_000, 31, "npz", samples=2)

@@ -10,6 +10,7 @@ import tifffile
 from PIL import Image
 
 from hsr_diffusers.data import CubeFormatError, detect_format, load_cube, load_cube_with_wavelengths, save_cube
+from hsr_diffusers.data.io import SAVE_SUFFIXES, CubeWriter, cube_file_paths
 from tests.testing_utils import smooth_cube
 
 
@@ -331,10 +332,26 @@ def test_nan_inf_and_all_zero_cubes(tmp_path, cube, bad):
 def test_empty_and_incomplete_cave_folders(tmp_path):
     (tmp_path / "empty_ms").mkdir()
     assert "no CAVE band images" in error_for(tmp_path / "empty_ms")
-    bands = np.ones((4, 6, 5), dtype=np.uint16)
+    bands = np.ones((4, 6, 31), dtype=np.uint16)
     write_cave_scene(tmp_path / "gap_ms", bands, "gap_ms")
     (tmp_path / "gap_ms" / "gap_ms_03.png").unlink()
-    assert "[3] are missing" in error_for(tmp_path / "gap_ms")
+    assert "[3] are missing (gap_ms_03.png)" in error_for(tmp_path / "gap_ms")
+
+
+@pytest.mark.parametrize("layout", ["flat", "nested"])
+def test_cave_folder_without_its_last_band_names_it(tmp_path, layout):
+    # 30 of 31 PNGs: no gap in the numbers, yet not a CAVE scene (it used to load as a 30-band cube).
+    folder = tmp_path / "beads_ms"
+    bands = np.random.default_rng(0).integers(1, 65536, size=(4, 6, 30)).astype(np.uint16)
+    write_cave_scene(folder / "beads_ms" if layout == "nested" else folder, bands, "beads_ms")
+    message = error_for(folder)
+    assert "[31] are missing (beads_ms_31.png)" in message and "found 30 bands" in message
+
+
+def test_cave_folder_with_an_extra_band(tmp_path):
+    bands = np.ones((4, 6, 32), dtype=np.uint16)
+    write_cave_scene(tmp_path / "extra_ms", bands, "extra_ms")
+    assert "32 band images, a CAVE scene has 31" in error_for(tmp_path / "extra_ms")
 
 
 def test_truncated_envi_data(tmp_path, cube):
@@ -352,3 +369,35 @@ def test_large_mat_switches_to_v73(tmp_path, monkeypatch):
     path = save_cube(tmp_path / "big.mat", np.ones((3, 4, 5), dtype=np.float32))
     assert path.read_bytes().startswith(b"MATLAB 7.3 MAT-file")
     assert detect_format(path) == "mat73"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Writing block by block
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("format", sorted(SAVE_SUFFIXES) + ["mat73", "bil"])
+def test_cube_writer_in_blocks_makes_the_files_of_save_cube(tmp_path, format):
+    cube = smooth_cube(9, 7, 31, seed=2)
+    options = {"mat73": {"mat_version": "7.3"}, "bil": {"interleave": "bil"}}.get(format, {})
+    format = {"mat73": "mat", "bil": "envi"}.get(format, format)
+    whole = save_cube(tmp_path / "whole" / f"x{SAVE_SUFFIXES[format]}", cube, WAVELENGTHS, **options)
+    path = tmp_path / "blocks" / f"x{SAVE_SUFFIXES[format]}"
+    with CubeWriter(path, cube.shape, WAVELENGTHS, **options) as writer:
+        for top in (4, 0, 8):  # any order, uneven blocks
+            writer.write_rows(top, cube[top : top + 4])
+    assert [p.name for p in writer.paths] == [p.name for p in cube_file_paths(whole, format)]
+    loaded, wavelengths = load_cube_with_wavelengths(path)
+    np.testing.assert_array_equal(loaded, cube)
+    np.testing.assert_array_equal(wavelengths, WAVELENGTHS)
+    for written, reference in zip(writer.paths, cube_file_paths(whole, format)):
+        if format in ("npy", "envi"):  # raw layouts: byte for byte what save_cube writes in one piece
+            assert written.read_bytes() == reference.read_bytes()
+
+
+def test_cube_writer_checks_blocks_and_removes_its_files_on_error(tmp_path):
+    path = tmp_path / "x.h5"
+    with pytest.raises(ValueError, match="do not fit"):
+        with CubeWriter(path, (4, 5, 31)) as writer:
+            writer.write_rows(2, np.zeros((3, 5, 31)))  # rows 2-4 of a 4-row cube
+    assert not path.exists()

@@ -3,6 +3,7 @@
 import pytest
 
 from hsr_diffusers.data import get_split, list_splits
+from tests.testing_utils import CAVE_DIR
 
 
 def test_ntire2020_arad_hs():
@@ -32,8 +33,23 @@ def test_ntire2022_arad_1k_mst_lists():
 def test_cave_split():
     split = get_split("cave")
     assert split["validation"] == ["feathers", "glass_tiles"]
-    assert split["train"] == sorted(split["train"]) and len(split["train"]) == 10
+    assert split["train"] == sorted(split["train"]) and len(split["train"]) == 17
+    assert split["train"][0] == "balloons" and split["train"][-1] == "superballs"
+
+
+def test_cave10_split_is_the_first_release():
+    split = get_split("cave10")
+    assert split["validation"] == ["feathers", "glass_tiles"]
+    assert len(split["train"]) == 10
     assert split["train"][0] == "balloons" and split["train"][-1] == "fake_and_real_lemon_slices"
+    assert set(split["train"]) < set(get_split("cave")["train"])
+
+
+@pytest.mark.skipif(not CAVE_DIR.is_dir(), reason="../shared/data/cave not available")
+def test_cave_split_covers_the_shared_scenes():
+    folders = {path.name.removesuffix("_ms") for path in CAVE_DIR.iterdir() if path.is_dir()}
+    split = get_split("cave")
+    assert folders == set(split["train"]) | set(split["validation"])
 
 
 def test_splits_are_disjoint_sorted_and_copies():
@@ -42,7 +58,7 @@ def test_splits_are_disjoint_sorted_and_copies():
         assert not set(split["train"]) & set(split["validation"]), name
         assert len(set(split["train"])) == len(split["train"]), name
     get_split("cave")["train"].clear()
-    assert len(get_split("cave")["train"]) == 10
+    assert len(get_split("cave")["train"]) == 17
 
 
 def test_unknown_split():

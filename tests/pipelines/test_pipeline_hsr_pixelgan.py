@@ -48,10 +48,28 @@ class TestHSRPixelGANPipeline(HSRPipelineTesterMixin):
         config = self.pipeline_class.from_pretrained(tmp_path).config
         assert (config.default_tile_size, config.default_tile_overlap) == (16, 4)
 
-    def test_no_generator_argument(self):
-        # A deterministic pipeline takes no `generator` or `num_inference_steps` (diffusers rule).
-        parameters = inspect.signature(self.pipeline_class.__call__).parameters
-        assert "generator" not in parameters and "num_inference_steps" not in parameters
+    def test_diffusion_call_runs_unchanged_with_a_warning_once(self, caplog):
+        # One `HSRPipeline.from_pretrained(...)(rgb, ...)` call for both kinds: the sampling arguments of the diffusion
+        # pipeline are accepted and ignored, with one warning per argument.
+        from diffusers.utils import logging
+
+        pipe = self.get_pipeline()
+        rgb8 = self.rgb8()
+        plain = pipe(rgb8).cubes
+        logging.enable_propagation()
+        try:
+            with caplog.at_level("WARNING"):
+                kwargs = {"num_inference_steps": 5, "num_samples": 3, "generator": torch.Generator().manual_seed(0)}
+                output = pipe(rgb8, **kwargs)
+                first = caplog.text
+                pipe(rgb8, **kwargs)
+        finally:
+            logging.disable_propagation()
+        np.testing.assert_array_equal(output.cubes, plain)
+        assert output.uncertainty is None
+        assert all(name in first for name in kwargs) and caplog.text.count("ignored") == 1
+        with pytest.raises(ValueError, match="num_samples"):
+            pipe(rgb8, num_samples=0)
 
     @pytest.mark.parametrize(
         "make_model",

@@ -1,12 +1,17 @@
 """The demo in a real headless browser: Debian's Chromium (`/usr/bin/chromium`, installed by `.ci/run`) driven by
-playwright. Skips, with the reason, when either is missing."""
+playwright, with the tiny pipelines and once with the bundled DDPM at the page's defaults. Skips, with the reason, when
+either is missing."""
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import PIL.Image
 import pytest
 
-from .conftest import GAN
+from ..testing_utils import slow
+from .conftest import BUNDLED_DDPM, CROP_BOX, GAN, SPACE_DIR
 
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -35,12 +40,17 @@ def browser():
         browser.close()
 
 
-@pytest.fixture
-def page(browser, served_demo):
+def open_page(browser, url: str):
     page = browser.new_page(viewport={"width": 1280, "height": 1400})
     page.set_default_timeout(TIMEOUT_MS)
-    page.goto(served_demo)
+    page.goto(url)
     page.wait_for_selector("#input-image input[type=file]", state="attached")
+    return page
+
+
+@pytest.fixture
+def page(browser, served_demo):
+    page = open_page(browser, served_demo)
     yield page
     page.close()
 
@@ -98,3 +108,45 @@ def test_bad_uploads_show_a_readable_message(page, image_files):
         toast.wait_for()
         assert toast.count() == 1
     assert page.locator("#preview img").count() == 0
+
+
+def test_bundled_ddpm_at_the_page_defaults(browser, served_bundled_demo, bundled_pipelines, photo_crop):
+    """What a visitor of the Space does: upload a photo, reconstruct without touching a setting, click a pixel and
+    download the cube, with the model the page preselects (the bundled DDPM)."""
+    width, height = CROP_BOX[2] - CROP_BOX[0], CROP_BOX[3] - CROP_BOX[1]
+    steps = bundled_pipelines[BUNDLED_DDPM].config.default_num_inference_steps
+    page = open_page(browser, served_bundled_demo)
+    try:
+        assert page.input_value("#model input") == f"DDPM · {BUNDLED_DDPM}"
+        assert page.input_value("#steps input[type=number]") == str(steps)
+        upload_and_run(page, photo_crop)
+        preview = page.locator("#preview img")
+        preview.wait_for()
+        status = page.inner_text("#status")
+        assert f"of a {width}×{height} image with {BUNDLED_DDPM} (DDPM, {steps} steps, 4 sample(s), seed 0)" in status
+        for elem_id in ("band-image", "rerendered", "difference", "uncertainty"):
+            assert page.locator(f"#{elem_id} img").count() == 1, elem_id
+
+        box = preview.bounding_box()
+        preview.click(position={"x": box["width"] / 2, "y": box["height"] / 2})
+        page.wait_for_selector("#spectrum-plot img")
+        x, y = (int(page.input_value(f"#pixel-{axis} input")) for axis in "xy")
+        assert abs(x - width // 2) <= 1 and abs(y - height // 2) <= 1, (x, y)
+
+        page.click("#download-button")
+        files = page.locator("#files", has_text="coffee_crop_ddpm-cave")  # the name, then its suffix, in two elements
+        files.wait_for()
+        assert ".h5" in files.inner_text()
+    finally:
+        page.close()
+
+
+@slow
+def test_make_screenshot_runs_as_documented(browser, tmp_path):
+    """`make_screenshot.py` on its own (bundled models, first example photo, page defaults); about 40 s."""
+    output = tmp_path / "screenshot.png"
+    subprocess.run(
+        [sys.executable, str(SPACE_DIR / "make_screenshot.py"), "--output", str(output)], check=True, timeout=600
+    )
+    with PIL.Image.open(output) as image:
+        assert image.width == 1280 and image.height > 1500

@@ -1,6 +1,6 @@
 """The demo served on 127.0.0.1 and driven over HTTP with gradio_client: upload, run, spectra, downloads, limits."""
 
-import zipfile
+import re
 from pathlib import Path
 
 import httpx
@@ -8,31 +8,47 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from gradio_client.utils import sanitize_parameter_names
 
 from hsr_diffusers.data import load_cube_with_wavelengths
 
-from .conftest import DDPM, GAN
+from .conftest import DDPM, GAN, download_to_read
 
 
 WAVELENGTHS = list(range(400, 701, 10))
 
 
-def read_download(paths: list[str], tmp_path: Path) -> tuple[np.ndarray, list[float]]:
-    tmp_path.mkdir(parents=True)
-    path = Path(paths[0])
-    if path.suffix == ".zip":
-        with zipfile.ZipFile(path) as bundle:
-            bundle.extractall(tmp_path)
-        path = next(tmp_path.glob("*.hdr"))
-    elif path.suffix == ".npy":
-        # The cube and its wavelengths come as two files; the reader finds the sidecar next to the cube.
-        sidecar = Path(paths[1])
-        assert sidecar.name == path.stem + ".wavelengths.npy"
-        (tmp_path / path.name).write_bytes(path.read_bytes())
-        (tmp_path / sidecar.name).write_bytes(sidecar.read_bytes())
-        path = tmp_path / path.name
-    cube, wavelengths = load_cube_with_wavelengths(path)
-    return cube, list(wavelengths)
+def test_api_names_say_what_each_value_is(served_demo):
+    """`Client.view_api()` names every parameter and return value from its label: no `value_23`, no name twice."""
+    info = Client(served_demo, verbose=False).view_api(print_info=False, return_format="dict")
+    names = {}
+    for endpoint, spec in info["named_endpoints"].items():
+        parameters = [sanitize_parameter_names(p["parameter_name"] or p["label"]) for p in spec["parameters"]]
+        returns = [sanitize_parameter_names(p["label"]) for p in spec["returns"]]
+        for values in (parameters, returns):
+            assert len(set(values)) == len(values), (endpoint, values)
+            assert not [name for name in values if re.fullmatch(r"(value|parameter)_\d+", name)], (endpoint, values)
+        names[endpoint] = parameters, returns
+    predict_returns = [
+        "cube_preview_srgb_under_d65",
+        "summary",
+        "band_index",
+        "band_image",
+        "spectra_of_clicked_pixels",
+        "cube_rerendered_to_rgb",
+        "rerendering_error",
+        "uncertainty",
+        "cube_files",
+    ]
+    assert names == {
+        "/predict": (
+            ["image", "model_name", "steps", "samples", "seed", "input_is_linear", "rgb_consistency", "downscale"],
+            predict_returns,
+        ),
+        "/spectrum_at": (["x", "y"], ["spectra_of_clicked_pixels", "spectrum_values"]),
+        "/band": (["band"], ["band_image"]),
+        "/download": (["format"], ["cube_files"]),
+    }
 
 
 def test_upload_run_download_and_spectrum(served_demo, image_files, tmp_path):
@@ -49,7 +65,8 @@ def test_upload_run_download_and_spectrum(served_demo, image_files, tmp_path):
     cubes = {}
     for format in (".npy", ".h5", ".mat", "ENVI (.zip)"):
         paths = client.predict(format, api_name="/download")
-        cube, wavelengths = read_download(paths, tmp_path / format.strip(".() "))
+        cube, wavelengths = load_cube_with_wavelengths(download_to_read(paths, tmp_path / format.strip(".() ")))
+        wavelengths = list(wavelengths)
         assert cube.shape == (24, 32, 31) and cube.dtype == np.float32
         assert wavelengths == WAVELENGTHS, format
         cubes[format] = cube
@@ -107,3 +124,13 @@ def test_uploads_above_max_file_size_are_refused(app, served_demo, tmp_path):
     with open(big, "rb") as file:
         response = httpx.post(f"{served_demo}gradio_api/upload", files={"files": ("big.png", file)}, timeout=30)
     assert response.status_code == 413
+
+
+def test_predict_opens_only_uploaded_files(served_demo, image_files):
+    """`/predict` takes the image unprocessed (`preprocess=False`), so this checks that Gradio still refuses a path on
+    the server that no one uploaded, as it does for processed inputs."""
+    url = f"{served_demo}gradio_api/call/predict"
+    image = {"path": str(image_files["photo"]), "meta": {"_type": "gradio.FileData"}}
+    response = httpx.post(url, json={"data": [image, GAN, 1, 1, 0, False, True, True]}, timeout=30)
+    events = httpx.get(f"{url}/{response.json()['event_id']}", timeout=30).text
+    assert "event: error" in events and "Reconstructed" not in events

@@ -1,3 +1,5 @@
+"""`train_scripts/distill_ddpm.py`: one fast run from a tiny saved teacher; the convergence check is `@slow`."""
+
 import numpy as np
 import pytest
 import torch
@@ -5,8 +7,17 @@ from safetensors.torch import load_file
 
 from hsr_diffusers import HSRDiffusionPipeline
 from hsr_diffusers.spectral import DEFAULT_RESPONSE, WAVELENGTHS
+from hsr_diffusers.training_utils import render_training_rgb
 
-from .test_train_scripts import common_args
+from ..testing_utils import slow
+from .conftest import common_args
+
+
+def distill_args(dataset, output_dir, teacher, steps, *extra):
+    """`common_args` without `--model_config`: the student's architecture is its teacher's."""
+    args = common_args(dataset, output_dir, steps, "--distill_from", str(teacher), "--resolution", "32", *extra)
+    index = args.index("--model_config")
+    return args[:index] + args[index + 2 :]
 
 
 def teacher_gap(student_dir, teacher_dir, rgb):
@@ -19,9 +30,45 @@ def teacher_gap(student_dir, teacher_dir, rgb):
     return float(np.sqrt(np.mean((cubes[0] - cubes[1]) ** 2)))
 
 
-def test_distilled_student_keeps_teacher_parts_and_moves_towards_its_samples(tiny_dataset, tmp_path):
+def test_distillation_releases_a_one_step_student_of_its_teacher(tiny_dataset, tiny_ddpm_release, tmp_path):
+    import distill_ddpm
+
+    extra = ["--sam_weight", "0.1", "--model_card", "hsr-diffusion-cave.md"]
+    distill_ddpm.main(distill_ddpm.parse_args(distill_args(tiny_dataset, tmp_path, tiny_ddpm_release, 2, *extra)))
+
+    teacher, student = (HSRDiffusionPipeline.from_pretrained(p) for p in (tiny_ddpm_release, tmp_path))
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert student.config.default_num_inference_steps == 1
+    for key in ("residual_scale", "default_tile_size", "default_tile_overlap"):
+        assert student.config[key] == teacher.config[key], key
+    assert student.scheduler.config.prediction_type == teacher.scheduler.config.prediction_type
+    for name, value in teacher.estimator.state_dict().items():
+        assert torch.equal(student.estimator.state_dict()[name], value)
+    student_weights = load_file(tmp_path / "unet" / "diffusion_pytorch_model.safetensors")
+    teacher_weights = load_file(tiny_ddpm_release / "unet" / "diffusion_pytorch_model.safetensors")
+    assert student_weights.keys() == teacher_weights.keys()
+    assert any(not torch.equal(student_weights[k], teacher_weights[k]) for k in teacher_weights)
+    card = (tmp_path / "README.md").read_text()
+    assert "distill_ddpm.py" in card and f"distilled into one step from the teacher `{tiny_ddpm_release}`" in card
+    assert "(2-step samples" in card and "1 DDIMScheduler step," in card and "SAM weight 0.1" in card
+
+
+def test_distillation_refuses_an_epsilon_teacher(tiny_dataset, tiny_ddpm_release, tmp_path):
+    import distill_ddpm
+
+    teacher = HSRDiffusionPipeline.from_pretrained(tiny_ddpm_release)
+    teacher.scheduler.register_to_config(prediction_type="epsilon")
+    teacher.save_pretrained(tmp_path / "teacher")
+    args = distill_ddpm.parse_args(distill_args(tiny_dataset, tmp_path / "student", tmp_path / "teacher", 1))
+    with pytest.raises(ValueError, match="epsilon"):
+        distill_ddpm.main(args)
+    assert not list((tmp_path / "student").glob("checkpoint-*"))
+
+
+@slow
+def test_distilled_student_moves_towards_its_teachers_samples(tiny_dataset, tmp_path):
+    import distill_ddpm
     import train_ddpm
-    import train_utils
 
     teacher_dir, student_dir = tmp_path / "teacher", tmp_path / "student"
     # A near-random teacher: its 3-step samples differ clearly from its 1-step ones, so that the test can see the
@@ -31,45 +78,11 @@ def test_distilled_student_keeps_teacher_parts_and_moves_towards_its_samples(tin
     teacher.register_to_config(default_num_inference_steps=3)
     teacher.save_pretrained(teacher_dir)
     scene = np.load(sorted((tiny_dataset.parent / "cubes").glob("scene_*[0-9].npy"))[0])
-    rgb = train_utils.scene_rgb(scene, DEFAULT_RESPONSE, WAVELENGTHS, "ntire2020_clean").astype(np.float32)
+    rgb = render_training_rgb(scene, DEFAULT_RESPONSE, WAVELENGTHS).astype(np.float32)
     gap_before = teacher_gap(teacher_dir, teacher_dir, rgb)  # the student starts as the teacher sampled in one step
 
     # A small learning rate: Adam's first steps move every weight by about the learning rate, which at 1e-3 first
     # throws a trained student off its teacher.
-    args = common_args(
-        tiny_dataset,
-        student_dir,
-        10,
-        "--distill_from",
-        str(teacher_dir),
-        "--learning_rate",
-        "1e-4",
-        "--sam_weight",
-        "0.1",
-    )
-    train_ddpm.main(train_ddpm.parse_args([*args, "--validation_inference_steps", "1"]))
-
-    student = HSRDiffusionPipeline.from_pretrained(student_dir)
-    assert student.config.default_num_inference_steps == 1
-    assert student.config.default_tile_size == teacher.config.default_tile_size
-    assert student.config.residual_scale == teacher.config.residual_scale
-    assert student.scheduler.config.prediction_type == teacher.scheduler.config.prediction_type
-    for name, value in teacher.estimator.state_dict().items():
-        assert torch.equal(student.estimator.state_dict()[name], value)
-    student_weights = load_file(student_dir / "unet" / "diffusion_pytorch_model.safetensors")
-    teacher_weights = load_file(teacher_dir / "unet" / "diffusion_pytorch_model.safetensors")
-    assert student_weights.keys() == teacher_weights.keys()
-    assert any(not torch.equal(student_weights[k], teacher_weights[k]) for k in teacher_weights)
+    args = distill_args(tiny_dataset, student_dir, teacher_dir, 10, "--learning_rate", "1e-4", "--sam_weight", "0.1")
+    distill_ddpm.main(distill_ddpm.parse_args(args))
     assert teacher_gap(student_dir, teacher_dir, rgb) < 0.9 * gap_before
-
-
-def test_distillation_refuses_an_epsilon_teacher(tiny_dataset, tmp_path):
-    import train_ddpm
-
-    teacher_dir = tmp_path / "teacher"
-    train_ddpm.main(train_ddpm.parse_args(common_args(tiny_dataset, teacher_dir, 1, "--prediction_type", "epsilon")))
-    args = train_ddpm.parse_args(
-        common_args(tiny_dataset, tmp_path / "student", 1, "--distill_from", str(teacher_dir))
-    )
-    with pytest.raises(ValueError, match="epsilon"):
-        train_ddpm.main(args)

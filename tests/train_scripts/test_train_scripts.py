@@ -1,4 +1,11 @@
+"""`train_ddpm.py` and `train_pixelgan.py`: one fast end-to-end run each, fine-tuning, data formats, flags and cards.
+
+The fast runs call `main(parse_args([...]))` in-process with the `tiny` presets, 32-px synthetic scenes and 1-2 steps;
+subprocess runs (kill and resume, two accelerate processes) and the other formulations are `@slow`.
+"""
+
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,27 +19,12 @@ from safetensors.torch import load_file
 
 from hsr_diffusers import HSRDiffusionPipeline, HSRPipeline, HSRPixelGANPipeline
 
-from .conftest import TRAIN_SCRIPTS
+from ..testing_utils import slow
+from .conftest import TRAIN_SCRIPTS, common_args
 
 
 REPO_ROOT = TRAIN_SCRIPTS.parent
-
-
-def common_args(dataset, output_dir, steps=2, *extra):
-    return [
-        "--train_data_dir", str(dataset),
-        "--output_dir", str(output_dir),
-        "--model_config", "tiny",
-        "--max_train_steps", str(steps),
-        "--patches_per_scene", "4",
-        "--train_batch_size", "2",
-        "--checkpointing_steps", "1",
-        "--checkpoints_total_limit", "1",
-        "--validation_steps", "100",
-        "--validation_tile_size", "32",
-        "--report_to", "none",
-        *extra,
-    ]  # fmt: skip
+TEMPLATE_CLAIMS = ["preset `small`", "10 training scenes", "SAM loss term 0.1", "SAM loss weight 10"]
 
 
 def run_script(name, args, timeout=240):
@@ -42,34 +34,57 @@ def run_script(name, args, timeout=240):
     )
 
 
-def test_train_ddpm_two_steps_saves_loadable_pipeline(tiny_dataset, tmp_path):
+def unet_weights(folder):
+    return load_file(folder / "unet" / "diffusion_pytorch_model.safetensors")
+
+
+def assert_card_states_the_run(card: str) -> None:
+    """Every placeholder filled, and none of the settings the template's author trained with."""
+    assert not re.search(r"\{\w+\}", card), re.findall(r"\{\w+\}", card)
+    for claim in TEMPLATE_CLAIMS:
+        assert claim not in card
+
+
+# ---------------------------------------------------------------------------------------------------- end to end
+def test_train_ddpm_two_steps_saves_loadable_pipeline(tiny_dataset, tmp_path, caplog):
     import train_ddpm
 
-    train_ddpm.main(
-        train_ddpm.parse_args(
-            common_args(
-                tiny_dataset,
-                tmp_path,
-                2,
-                "--use_ema",
-                "--sam_weight",
-                "0.1",
-                "--validation_inference_steps",
-                "2",
-                "--model_card",
-                "hsr-diffusion-cave.md",
+    extra = ["--use_ema", "--ema_decay", "0.9", "--sam_weight", "0.1", "--validation_inference_steps", "2"]
+    with caplog.at_level("INFO"):
+        train_ddpm.main(
+            train_ddpm.parse_args(
+                common_args(tiny_dataset, tmp_path, 2, *extra, "--model_card", "hsr-diffusion-cave.md")
             )
         )
-    )
     assert (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert (tmp_path / "scheduler" / "scheduler_config.json").is_file()
     assert (tmp_path / "estimator" / "diffusion_pytorch_model.safetensors").is_file()
     assert (tmp_path / "model_index.json").is_file()
     assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-2"]
     assert (tmp_path / "checkpoint-2" / "unet_ema").is_dir()
+    # The end-of-run validation reaches the console: the scene it is on, then the metrics.
+    assert "validation scene 1/1 (scene_003, 32x32, 1 tiles of 32 px)" in caplog.text
+    assert re.search(r"step 2: val/mrae=[\d.]+, val/rmse=[\d.]+", caplog.text)
+
     card = (tmp_path / "README.md").read_text()
-    assert "train_ddpm.py" in card and "RMSE" in card and "pipeline_tag: image-to-image" in card
-    assert "{" + "train_steps}" not in card and "batch 2, 2 steps" in card  # the template was filled in
+    assert (
+        "train_ddpm.py" in card and "| MRAE | RMSE | PSNR | SAM |" in card and "pipeline_tag: image-to-image" in card
+    )
+    assert_card_states_the_run(card)
+    for fact in [
+        "preset `tiny`",
+        "3 training scenes",
+        "(scene_000, scene_001, scene_002)",
+        "validation\n  scenes: scene_003",
+        "batch 2, 2 steps",
+        "EMA of the weights (decay 0.9)",
+        "SAM weight 0.1",
+        "prediction type `sample`",
+        "2 DDIMScheduler steps",
+        "trained from random initialisation",
+        'mode="ntire2020_clean")` for every patch',
+    ]:
+        assert fact in card, fact
     pipe = HSRPipeline.from_pretrained(tmp_path)
     assert isinstance(pipe, HSRDiffusionPipeline) and pipe.estimator is not None
     pipe.set_progress_bar_config(disable=True)
@@ -77,48 +92,84 @@ def test_train_ddpm_two_steps_saves_loadable_pipeline(tiny_dataset, tmp_path):
     assert cubes.shape == (1, 16, 16, 31) and np.isfinite(cubes).all()
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [
-        ["--prediction_type", "epsilon", "--residual", "none"],
-        ["--prediction_type", "v_prediction", "--snr_gamma", "5", "--loss", "l1"],
-    ],
-)
-def test_train_ddpm_other_formulations(tiny_dataset, tmp_path, extra):
-    import train_ddpm
-
-    train_ddpm.main(train_ddpm.parse_args(common_args(tiny_dataset, tmp_path, 1, *extra)))
-    pipe = HSRPipeline.from_pretrained(tmp_path)
-    assert pipe.scheduler.config.prediction_type == extra[1]
-    assert (pipe.estimator is None) == ("none" in extra)
-
-
-def test_train_pixelgan_two_steps_saves_generator_and_discriminator(tiny_dataset, tmp_path):
+def test_train_pixelgan_on_a_raw_cave_download_stops_at_its_time_budget(raw_cave_folder, tmp_path):
     import train_pixelgan
 
-    train_pixelgan.main(
-        train_pixelgan.parse_args(
-            common_args(tiny_dataset, tmp_path, 2, "--discriminator", "patch", "--mrae_weight", "0.1")
-        )
-    )
+    # A budget of 0 minutes: the run stops at the first checkpoint (step 2 of 10) and releases it.
+    extra = ["--discriminator", "patch", "--mrae_weight", "0.1", "--max_train_minutes", "0"]
+    extra += ["--checkpointing_steps", "2", "--checkpoints_total_limit", "3", "--model_card", "hsr-pixelgan-cave.md"]
+    train_pixelgan.main(train_pixelgan.parse_args(common_args(raw_cave_folder, tmp_path, 10, *extra)))
+
+    # The raw folder was prepared on the fly with the built-in CAVE split's validation scenes.
+    assert (tmp_path / "prepared_dataset" / "dataset_dict.json").is_file()
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-2"]
     assert (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert (tmp_path / "discriminator" / "diffusion_pytorch_model.safetensors").is_file()
     assert {p.name for p in (tmp_path / "checkpoint-2").iterdir()} >= {"unet", "discriminator"}
     pipe = HSRPipeline.from_pretrained(tmp_path)
     assert isinstance(pipe, HSRPixelGANPipeline)
     assert "discriminator" not in pipe.components  # the pipeline never registers D
-    assert (
-        pipe.config.default_tile_size == 4 * train_pixelgan.parse_args(common_args(tiny_dataset, tmp_path)).resolution
-    )
+    assert pipe.config.default_tile_size == 4 * 32  # four tiny-preset patches
+
+    card = (tmp_path / "README.md").read_text()
+    assert_card_states_the_run(card)
+    for fact in [
+        "2 training scenes of the CAVE database (balloons, beads)",
+        "scenes: feathers",
+        "batch 2, 2 steps",
+        "generator `pix2pix`, `HSRPixelGANGenerator` preset `tiny` (num_downs 3, ngf 8, norm_type instance)",
+        "discriminator `patch` (ndf 8)",
+        "L1 weight 100, vanilla GAN loss weight 1",
+        "MRAE weight 0.1",
+        "no EMA",
+    ]:
+        assert fact in card, fact
+    assert "EMA of the" not in card and "SAM weight" not in card
 
 
-def test_train_pixelgan_as_regressor_has_no_discriminator_loss(tiny_dataset, tmp_path):
-    import train_pixelgan
+# ---------------------------------------------------------------------------------------------------- fine-tuning
+@pytest.mark.parametrize("script", ["train_ddpm", "train_pixelgan"])
+def test_fine_tune_a_released_pipeline_on_photo_rgb(
+    script, tiny_dataset, tiny_ddpm_release, tiny_pixelgan_release, tmp_path
+):
+    module = __import__(script)
+    given = tiny_ddpm_release if script == "train_ddpm" else tiny_pixelgan_release
+    extra = ["--pretrained_model_name_or_path", str(given), "--rgb_degradation", "photo", "--learning_rate", "1e-9"]
+    # No --model_card: the card without a template lists the facts of the run.
+    module.main(module.parse_args(common_args(tiny_dataset, tmp_path, 1, *extra)))
 
-    train_pixelgan.main(
-        train_pixelgan.parse_args(common_args(tiny_dataset, tmp_path, 1, "--gan_weight", "0", "--residual", "none"))
-    )
-    assert HSRPipeline.from_pretrained(tmp_path).estimator is None
+    before, after = HSRPipeline.from_pretrained(given), HSRPipeline.from_pretrained(tmp_path)
+    assert type(after) is type(before)
+    # The run started from the given weights (one step at lr 1e-9 hardly moves them) and kept its estimator.
+    for name, value in before.unet.state_dict().items():
+        torch.testing.assert_close(after.unet.state_dict()[name], value, atol=1e-6, rtol=0)
+    for name, value in before.estimator.state_dict().items():
+        assert torch.equal(after.estimator.state_dict()[name], value)
+    if script == "train_ddpm":  # the release's schedule and sampling defaults carry over
+        for key in ("residual_scale", "default_num_inference_steps", "default_tile_size", "default_tile_overlap"):
+            assert after.config[key] == before.config[key], key
+        assert after.scheduler.config.prediction_type == "sample"
+    card = (tmp_path / "README.md").read_text()
+    assert f"fine-tuned from the released pipeline `{given}`" in card
+    assert "photo degradations drawn per patch (`--rgb_degradation photo`)" in card
+
+
+# ---------------------------------------------------------------------------------------------------- flags
+@pytest.mark.parametrize("script", ["train_ddpm", "train_pixelgan", "train_regression", "distill_ddpm"])
+def test_help_shows_defaults(script, capsys):
+    module = __import__(script)
+    with pytest.raises(SystemExit):
+        module.parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert "(default: " in text and "--train_data_dir" in text
+
+
+def test_train_ddpm_has_no_distillation_flags(tiny_dataset, tmp_path, capsys):
+    import train_ddpm
+
+    with pytest.raises(SystemExit):
+        train_ddpm.parse_args(common_args(tiny_dataset, tmp_path, 1, "--distill_from", str(tmp_path)))
+    assert "unrecognized arguments: --distill_from" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -135,9 +186,11 @@ def test_bad_flags_stop_before_training(tiny_dataset, tmp_path, extra, message):
     with pytest.raises(ValueError, match=message):
         train_pixelgan.main(train_pixelgan.parse_args(common_args(tiny_dataset, tmp_path, 1, *extra)))
     assert not list(tmp_path.glob("checkpoint-*"))
+    with pytest.raises(ValueError, match="max_train_minutes"):
+        train_pixelgan.parse_args(common_args(tiny_dataset, tmp_path, 1, "--max_train_minutes", "-1"))
 
 
-def test_band_mismatch_and_empty_dataset_stop_before_training(tiny_dataset, tmp_path):
+def test_band_mismatch_and_data_without_scenes_stop_before_training(tiny_dataset, tmp_path):
     import train_ddpm
 
     config = tmp_path / "bands.json"
@@ -148,46 +201,67 @@ def test_band_mismatch_and_empty_dataset_stop_before_training(tiny_dataset, tmp_
     with pytest.raises(ValueError, match="16 but the data has 31 bands"):
         train_ddpm.main(train_ddpm.parse_args(args))
     empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(Exception, match="(?i)no .*found|empty"):
+    (empty / "notes").mkdir(parents=True)
+    with pytest.raises(Exception, match="no cube files .* and no CAVE scene folders"):
         train_ddpm.main(train_ddpm.parse_args(common_args(empty, tmp_path / "out2", 1)))
     with pytest.raises(ValueError, match="exactly one"):
         train_ddpm.parse_args(["--output_dir", str(tmp_path)])
 
 
-def test_time_budget_stops_at_the_first_checkpoint_after_it(tiny_dataset, tmp_path):
+def test_half_written_checkpoint_is_never_resumed(tmp_path):
+    import script_utils
+
+    (tmp_path / "checkpoint-7.tmp").mkdir(parents=True)
+    (tmp_path / "checkpoint-3").mkdir()
+    args = script_utils.argparse.Namespace(resume_from_checkpoint="latest", output_dir=str(tmp_path))
+    path, step = script_utils.resolve_resume(args)
+    assert path.name == "checkpoint-3" and step == 3
+
+
+# ---------------------------------------------------------------------------------------------------- slow
+@slow
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--prediction_type", "epsilon", "--residual", "none"],
+        ["--prediction_type", "v_prediction", "--snr_gamma", "5", "--loss", "l1"],
+    ],
+)
+def test_train_ddpm_other_formulations(tiny_dataset, tmp_path, extra):
+    import train_ddpm
+
+    train_ddpm.main(train_ddpm.parse_args(common_args(tiny_dataset, tmp_path, 1, *extra)))
+    pipe = HSRPipeline.from_pretrained(tmp_path)
+    assert pipe.scheduler.config.prediction_type == extra[1]
+    assert (pipe.estimator is None) == ("none" in extra)
+
+
+@slow
+def test_train_pixelgan_as_regressor_has_no_discriminator_loss(tiny_dataset, tmp_path):
+    import train_pixelgan
+
+    train_pixelgan.main(
+        train_pixelgan.parse_args(common_args(tiny_dataset, tmp_path, 1, "--gan_weight", "0", "--residual", "none"))
+    )
+    assert HSRPipeline.from_pretrained(tmp_path).estimator is None
+    assert "- **discriminator**: none (gan_weight 0)" in (tmp_path / "README.md").read_text()
+
+
+@slow
+def test_resuming_a_spent_time_budget_releases_the_same_weights(tiny_dataset, tmp_path):
     import train_pixelgan
 
     extra = ["--max_train_minutes", "0", "--checkpointing_steps", "2", "--checkpoints_total_limit", "3"]
     train_pixelgan.main(train_pixelgan.parse_args(common_args(tiny_dataset, tmp_path, 10, *extra)))
-    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-2"]
-    assert "- **train_steps**: 2" in (tmp_path / "README.md").read_text()
-    released = load_file(tmp_path / "unet" / "diffusion_pytorch_model.safetensors")
-
-    # Resuming a run whose budget is spent trains nothing more and releases the same weights.
+    released = unet_weights(tmp_path)
     resume = ["--resume_from_checkpoint", "latest"]
     train_pixelgan.main(train_pixelgan.parse_args(common_args(tiny_dataset, tmp_path, 10, *extra, *resume)))
     assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-2"]
-    for name, tensor in load_file(tmp_path / "unet" / "diffusion_pytorch_model.safetensors").items():
+    for name, tensor in unet_weights(tmp_path).items():
         torch.testing.assert_close(tensor, released[name], atol=0, rtol=0)
-    with pytest.raises(ValueError, match="max_train_minutes"):
-        train_pixelgan.parse_args(common_args(tiny_dataset, tmp_path, 1, "--max_train_minutes", "-1"))
 
 
-def test_half_written_checkpoint_is_never_resumed(tiny_dataset, tmp_path):
-    import train_utils
-
-    (tmp_path / "checkpoint-7.tmp").mkdir(parents=True)
-    (tmp_path / "checkpoint-3").mkdir()
-    args = train_utils.argparse.Namespace(resume_from_checkpoint="latest", output_dir=str(tmp_path))
-    path, step = train_utils.resolve_resume(args)
-    assert path.name == "checkpoint-3" and step == 3
-
-
-def unet_weights(folder):
-    return load_file(folder / "unet" / "diffusion_pytorch_model.safetensors")
-
-
+@slow
 def test_killed_run_resumes_to_the_same_result(tiny_dataset, tmp_path):
     steps = 8
     extra = ["--checkpoints_total_limit", "2", "--patches_per_scene", "2"]
@@ -224,6 +298,7 @@ def test_killed_run_resumes_to_the_same_result(tiny_dataset, tmp_path):
         torch.testing.assert_close(actual[name], expected[name], atol=1e-5, rtol=1e-4)
 
 
+@slow
 def test_accelerate_launch_two_cpu_processes(tiny_dataset, tmp_path):
     # `accelerate launch --cpu --num_processes 2` starts a single process in accelerate 1.x; two CPU ranks need the
     # multi-process launcher with the CPU forced through the environment.

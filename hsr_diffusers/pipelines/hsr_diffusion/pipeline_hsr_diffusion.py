@@ -1,7 +1,22 @@
 import inspect
 
 import torch
-from diffusers import DiffusionPipeline, UNet2DModel
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DEISMultistepScheduler,
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    DPMSolverSinglestepScheduler,
+    EDMEulerScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    LMSDiscreteScheduler,
+    PNDMScheduler,
+    UNet2DModel,
+    UniPCMultistepScheduler,
+)
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils import replace_example_docstring
 
@@ -14,16 +29,42 @@ from hsr_diffusers.spectral import DEFAULT_RESPONSE, WAVELENGTHS
 EXAMPLE_DOC_STRING = """
     Examples:
         ```py
+        >>> import numpy as np
         >>> import PIL.Image
+        >>> import torch
         >>> from hsr_diffusers import HSRPipeline
+        >>> from hsr_diffusers.spectral import srgb_to_camera_rgb
 
         >>> pipe = HSRPipeline.from_pretrained("hsr-diffusers/ddpm-cave")
-        >>> output = pipe(PIL.Image.open("photo.png").convert("RGB"), num_inference_steps=10, num_samples=4)
-        >>> output.cubes.shape, output.uncertainty.shape  # (1, H, W, 31) each
+        >>> # The model takes linear RGB in the camera space it was trained for; photos are sRGB-encoded.
+        >>> photo = np.asarray(PIL.Image.open("photo.png").convert("RGB")) / 255.0
+        >>> rgb = srgb_to_camera_rgb(photo, pipe.config.response, pipe.config.wavelengths)
+        >>> output = pipe(rgb, num_samples=4, generator=torch.Generator().manual_seed(0))
+        >>> output.cubes.shape, output.uncertainty.shape  # (1, H, W, 31) each: the mean and the spread of the samples
         ```
 """
 
 NOISE_BLOCK = 64
+
+# The schedulers whose clean-sample prediction `HSRDiffusionPipeline.predict_clean_sample` knows, by how their sample is
+# made from the clean sample and unit noise: sqrt(alphas_cumprod[t]) * clean + sqrt(1 - alphas_cumprod[t]) * noise ...
+_TIMESTEP_SCHEDULERS = (DDPMScheduler, DDIMScheduler, PNDMScheduler)
+# ... alpha_t * clean + sigma_t * noise, from the sigma of the current step ...
+_VARIANCE_PRESERVING_SIGMA_SCHEDULERS = (
+    DPMSolverMultistepScheduler,
+    DPMSolverSinglestepScheduler,
+    DEISMultistepScheduler,
+    UniPCMultistepScheduler,
+)
+# ... or clean + sigma * noise, likewise. The KDPM2 and DPM-Solver-SDE schedulers evaluate the model at interpolated
+# sigmas in their second stage, which differ between them: they run only without the per-step RGB projection.
+_SIGMA_SCHEDULERS = (
+    EulerDiscreteScheduler,
+    EulerAncestralDiscreteScheduler,
+    HeunDiscreteScheduler,
+    LMSDiscreteScheduler,
+)
+_SUPPORTED_SCHEDULERS = _TIMESTEP_SCHEDULERS + _VARIANCE_PRESERVING_SIGMA_SCHEDULERS + _SIGMA_SCHEDULERS
 
 
 def position_noise(
@@ -68,8 +109,12 @@ class HSRDiffusionPipeline(DiffusionPipeline):
             followed by `bands` noisy spectral channels (condition first, as in Marigold and pix2pix);
             `out_channels = bands`.
         scheduler ([`SchedulerMixin`]):
-            Any diffusers noise scheduler; trained with [`DDPMScheduler`]. Swap with
-            `DDIMScheduler.from_config(pipe.scheduler.config)` and the like.
+            A diffusers noise scheduler of [`KarrasDiffusionSchedulers`]; trained with [`DDPMScheduler`]. Swap with
+            `DDIMScheduler.from_config(pipe.scheduler.config)` and the like. The per-step RGB-consistency projection
+            needs the scheduler's clean-sample prediction, which [`~HSRDiffusionPipeline.predict_clean_sample`] knows
+            for DDPM, DDIM, PNDM, Euler, Euler ancestral, Heun, LMS, DPM-Solver (multistep and singlestep), DEIS and
+            UniPC, with or without Karras sigmas; KDPM2 and DPM-Solver-SDE run only with `rgb_consistency=False`, and
+            [`EDMEulerScheduler`] (EDM noise conditioning) is refused.
         estimator ([`RootPolynomialRegression`] or any HSR feed-forward model, *optional*):
             Deterministic estimator for residual diffusion; `None` gives the plain conditional DDPM of the method.
         wavelengths (`list[int]`, *optional*, defaults to 400..700 step 10):
@@ -88,6 +133,12 @@ class HSRDiffusionPipeline(DiffusionPipeline):
             Sampling steps used when `__call__` gets no `num_inference_steps`.
         default_tile_overlap (`int`, *optional*, defaults to 32):
             Tile overlap used when `__call__` gets no `tile_overlap`.
+        uncertainty_scale (`list[float]`, *optional*):
+            One factor per band multiplied into `uncertainty` (the standard deviation over samples), so that it
+            means what it says: `train_scripts/calibrate_uncertainty.py` fits it on the training scenes (per band, the
+            factor that puts its `--coverage` of the true values within ±2σ) and stores it in `model_index.json` with
+            `pipe.register_to_config(uncertainty_scale=[...])`, so `from_pretrained` restores it. `None` leaves the
+            raw spread (a factor of 1).
     """
 
     model_cpu_offload_seq = "unet"
@@ -107,6 +158,7 @@ class HSRDiffusionPipeline(DiffusionPipeline):
         default_tile_size: int | None = None,
         default_num_inference_steps: int = 10,
         default_tile_overlap: int = 32,
+        uncertainty_scale: list[float] | None = None,
     ):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, estimator=estimator)
@@ -119,6 +171,7 @@ class HSRDiffusionPipeline(DiffusionPipeline):
             default_tile_size=default_tile_size,
             default_num_inference_steps=default_num_inference_steps,
             default_tile_overlap=default_tile_overlap,
+            uncertainty_scale=uncertainty_scale,
         )
         self.num_bands = (
             getattr(unet.config, "out_channels", len(wavelengths)) if unet is not None else len(wavelengths)
@@ -135,6 +188,7 @@ class HSRDiffusionPipeline(DiffusionPipeline):
                     f"{f' + {self.num_bands} (estimate)' if estimator is not None else ''} = {expected}, "
                     f"got {unet.config.in_channels}."
                 )
+        self._uncertainty_scale()
         self.image_processor = HSRImageProcessor(wavelengths, response)
 
     @property
@@ -152,6 +206,36 @@ class HSRDiffusionPipeline(DiffusionPipeline):
         if tile_overlap < 0:
             raise ValueError(f"tile_overlap must be non-negative, got {tile_overlap}.")
 
+    def _uncertainty_scale(self) -> torch.Tensor | None:
+        """The per-band `uncertainty_scale` of the config as `[1, bands, 1, 1]`, checked against the band count; the
+        calibration script sets it after construction, so `__call__` checks it again."""
+        scale = self.config.get("uncertainty_scale")
+        if scale is None:
+            return None
+        if len(scale) != self.num_bands:
+            raise ValueError(f"uncertainty_scale must have one factor per band ({self.num_bands}), got {len(scale)}.")
+        return torch.tensor(scale, dtype=torch.float32).view(1, -1, 1, 1)
+
+    def check_scheduler(self, rgb_consistency: bool):
+        """Raises a `ValueError` for a scheduler this pipeline cannot sample with (see `predict_clean_sample`)."""
+        if isinstance(self.scheduler, EDMEulerScheduler):
+            raise ValueError(
+                "EDMEulerScheduler conditions the UNet on EDM noise levels and input scaling, not on the DDPM timesteps "
+                "it was trained with; use EulerDiscreteScheduler.from_config(pipe.scheduler.config) instead."
+            )
+        if rgb_consistency and not isinstance(self.scheduler, _SUPPORTED_SCHEDULERS):
+            raise ValueError(
+                f"rgb_consistency=True needs the clean sample at every step, which is not known for "
+                f"{type(self.scheduler).__name__}; use one of "
+                f"{', '.join(cls.__name__ for cls in _SUPPORTED_SCHEDULERS)}, or rgb_consistency=False."
+            )
+        prediction_type = self.scheduler.config.get("prediction_type")
+        if rgb_consistency and prediction_type not in ("epsilon", "sample", "original_sample", "v_prediction"):
+            raise ValueError(
+                f"rgb_consistency=True needs prediction_type 'epsilon', 'sample' or 'v_prediction', got "
+                f"{prediction_type!r}."
+            )
+
     def prepare_estimate(self, rgb: torch.Tensor) -> torch.Tensor:
         """
         The estimator's cube `[N, bands, H, W]` in [0, 1] for linear RGB `[N, 3, H, W]` in [0, 1], made RGB-consistent
@@ -163,29 +247,100 @@ class HSRDiffusionPipeline(DiffusionPipeline):
             return self.image_processor.project_and_clip(estimate, rgb)
         return estimate.clamp(0.0, 1.0)
 
-    def _to_clean(self, model_output: torch.Tensor, sample: torch.Tensor, timestep) -> torch.Tensor | None:
-        """The clean residual that the scheduler will infer from `model_output`, or None if it cannot be known."""
-        prediction_type = self.scheduler.config.prediction_type
-        if prediction_type == "sample":
-            return model_output
-        alphas_cumprod = getattr(self.scheduler, "alphas_cumprod", None)
-        if alphas_cumprod is None:
-            return None
-        alpha = alphas_cumprod.to(sample.device)[timestep].float()
-        if prediction_type == "epsilon":
-            return (sample - (1 - alpha).sqrt() * model_output) / alpha.sqrt()
-        return alpha.sqrt() * sample - (1 - alpha).sqrt() * model_output  # v_prediction
+    def _noise_level(
+        self, sample: torch.Tensor, timestep: int | float | torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]:
+        """
+        `(alpha_t, sigma_t, input_scale)` of the scheduler at `timestep`, such that the scaled sample the model sees is
+        `input_scale * sample = alpha_t * clean + sigma_t * noise`. Raises a `ValueError` for a scheduler outside
+        `_SUPPORTED_SCHEDULERS`.
+        """
+        scheduler = self.scheduler
+        if isinstance(scheduler, _TIMESTEP_SCHEDULERS):
+            alpha_prod = scheduler.alphas_cumprod.to(sample.device)[timestep].float()
+            return alpha_prod.sqrt(), (1 - alpha_prod).sqrt(), 1.0
+        if not isinstance(scheduler, _SUPPORTED_SCHEDULERS):
+            raise ValueError(
+                f"{type(scheduler).__name__} is not supported for predicting the clean sample; use one of "
+                f"{', '.join(cls.__name__ for cls in _SUPPORTED_SCHEDULERS)}, or `rgb_consistency=False`."
+            )
+        if torch.is_tensor(timestep) and timestep.numel() > 1:
+            raise ValueError(
+                f"Per-sample timesteps need a scheduler that looks its noise level up by timestep "
+                f"({', '.join(cls.__name__ for cls in _TIMESTEP_SCHEDULERS)}), got {type(scheduler).__name__}."
+            )
+        # Sigma schedulers keep the noise level of the current step in `sigmas[step_index]` (with Karras sigmas it is
+        # not the one of the rounded timestep). DPM-Solver-type schedulers set `step_index` in their first `step`, not
+        # in `scale_model_input`: set it the same way here.
+        if scheduler.step_index is None:
+            scheduler._init_step_index(timestep)
+        sigma = scheduler.sigmas[scheduler.step_index].to(sample.device).float()
+        if isinstance(scheduler, _VARIANCE_PRESERVING_SIGMA_SCHEDULERS):
+            alpha_t, sigma_t = scheduler._sigma_to_alpha_sigma_t(sigma)
+            return alpha_t, sigma_t, 1.0
+        # The sample is `clean + sigma * noise`; `scale_model_input` divides it by sqrt(sigma**2 + 1) for the model.
+        alpha_t = (sigma**2 + 1) ** -0.5
+        return alpha_t, sigma * alpha_t, alpha_t
 
-    def _from_clean(self, clean: torch.Tensor, model_output: torch.Tensor, sample: torch.Tensor, timestep):
-        """Inverse of `_to_clean`: the model output that makes the scheduler infer `clean`."""
+    def predict_clean_sample(
+        self, model_output: torch.Tensor, sample: torch.Tensor, timestep: int | float | torch.Tensor
+    ) -> torch.Tensor:
+        r"""
+        The clean sample (the `pred_original_sample` of diffusers schedulers) that `self.scheduler` infers from the
+        UNet's `model_output` for the noisy `sample` at `timestep`, for its `prediction_type` (`"epsilon"`, `"sample"`
+        or `"v_prediction"`). Unlike `scheduler.step`, it does not advance the scheduler (it only sets the step index
+        that the next `step` would set), so it can be used before a step (the sampler's RGB-consistency projection)
+        and with gradients in training.
+
+        Supported schedulers:
+            - [`DDPMScheduler`], [`DDIMScheduler`], [`PNDMScheduler`]: the noise level is `alphas_cumprod[timestep]`;
+              `timestep` may be a tensor of per-sample timesteps broadcastable to `sample` (`[B, 1, 1, 1]`), as in
+              training.
+            - [`DPMSolverMultistepScheduler`], [`DPMSolverSinglestepScheduler`], [`DEISMultistepScheduler`],
+              [`UniPCMultistepScheduler`]: `sample = alpha_t * clean + sigma_t * noise` at the sigma of the current
+              step (Karras sigmas included).
+            - [`EulerDiscreteScheduler`], [`EulerAncestralDiscreteScheduler`], [`HeunDiscreteScheduler`],
+              [`LMSDiscreteScheduler`]: `sample = clean + sigma * noise` at the sigma of the current step, which the
+              model sees divided by `sqrt(sigma**2 + 1)` (`scale_model_input`).
+
+        The sigma schedulers know the sigma of their current step only: call it between `set_timesteps` and the `step`
+        for `timestep`, with one timestep. Other schedulers raise a `ValueError`.
+
+        Args:
+            model_output (`torch.Tensor`):
+                The UNet's output for `sample` (given to it through `scheduler.scale_model_input`).
+            sample (`torch.Tensor`):
+                The noisy sample the scheduler steps, `[B, bands, H, W]`.
+            timestep (`int`, `float` or `torch.Tensor`):
+                The scheduler timestep of `sample`, or per-sample timesteps (see above).
+
+        Returns:
+            `torch.Tensor`: the predicted clean sample, shaped like `sample`.
+        """
         prediction_type = self.scheduler.config.prediction_type
-        if prediction_type == "sample":
+        if prediction_type in ("sample", "original_sample"):
+            return model_output
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(
+                f"prediction_type must be 'epsilon', 'sample' or 'v_prediction', got {prediction_type!r}."
+            )
+        alpha_t, sigma_t, input_scale = self._noise_level(sample, timestep)
+        if prediction_type == "epsilon":
+            return (input_scale * sample - sigma_t * model_output) / alpha_t
+        return alpha_t * input_scale * sample - sigma_t * model_output  # v_prediction
+
+    def _model_output_for_clean(
+        self, clean: torch.Tensor, sample: torch.Tensor, timestep: int | float | torch.Tensor
+    ) -> torch.Tensor:
+        """Inverse of `predict_clean_sample`: the model output from which the scheduler infers `clean`."""
+        prediction_type = self.scheduler.config.prediction_type
+        if prediction_type in ("sample", "original_sample"):
             return clean
-        alpha = self.scheduler.alphas_cumprod.to(sample.device)[timestep].float()
-        epsilon = (sample - alpha.sqrt() * clean) / (1 - alpha).sqrt()
+        alpha_t, sigma_t, input_scale = self._noise_level(sample, timestep)
+        epsilon = (input_scale * sample - alpha_t * clean) / sigma_t
         if prediction_type == "epsilon":
             return epsilon
-        return alpha.sqrt() * epsilon - (1 - alpha).sqrt() * clean
+        return alpha_t * epsilon - sigma_t * clean  # v_prediction
 
     def _denoise_tile(
         self,
@@ -194,7 +349,7 @@ class HSRDiffusionPipeline(DiffusionPipeline):
         num_inference_steps: int,
         num_samples: int,
         rgb_consistency: bool,
-        step_generator: torch.Generator,
+        step_generators: list[torch.Generator],
         progress_bar,
         tiles_per_step: int = 1,
     ) -> torch.Tensor:
@@ -204,7 +359,8 @@ class HSRDiffusionPipeline(DiffusionPipeline):
         height, width = rgb.shape[-2:]
         processor = self.image_processor
         scale = self.config.residual_scale
-        # [N * S, 3, h', w'], padded to the UNet's multiple; samples of one image are adjacent.
+        # Condition: RGB [N * S, 3, h', w'], padded to the UNet's multiple (samples of one image adjacent), then the
+        # estimate when there is an estimator.
         rgb = processor.pad_to_multiple(rgb.to(device), self.downsample_factor).repeat_interleave(num_samples, dim=0)
         condition = [processor.normalize(rgb)]
         base = torch.zeros_like(noise, device=device)
@@ -213,23 +369,25 @@ class HSRDiffusionPipeline(DiffusionPipeline):
             condition.append(base)
         condition = torch.cat(condition, dim=1).to(dtype)
 
+        # Set timesteps; the noise at the scheduler's initial scale is the first sample.
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         sample = noise.to(device) * self.scheduler.init_noise_sigma
         accepts_generator = "generator" in inspect.signature(self.scheduler.step).parameters
+        # Denoise: condition first, then the noisy residual [N * S, 3 (+ bands) + bands, h', w'].
         for t in self.scheduler.timesteps:
             model_input = torch.cat([condition, self.scheduler.scale_model_input(sample, t).to(dtype)], dim=1)
             model_output = self.unet(model_input, t).sample.float()  # [N * S, bands, h', w']
             if rgb_consistency:
                 # Null-space step: make the predicted clean cube reproduce the RGB, keep what the camera cannot see.
-                clean = self._to_clean(model_output, sample, t)
-                if clean is not None:
-                    cube = processor.denormalize(base + clean / scale)
-                    projected = processor.normalize(processor.project(cube, rgb).clamp(0.0, 1.0))
-                    model_output = self._from_clean((projected - base) * scale, model_output, sample, t)
-            extra = {"generator": step_generator} if accepts_generator else {}
+                clean = self.predict_clean_sample(model_output, sample, t)
+                cube = processor.denormalize(base + clean / scale)
+                projected = processor.normalize(processor.project(cube, rgb).clamp(0.0, 1.0))
+                model_output = self._model_output_for_clean((projected - base) * scale, sample, t)
+            extra = {"generator": step_generators} if accepts_generator else {}
             sample = self.scheduler.step(model_output, t, sample, **extra).prev_sample
             progress_bar.update(tiles_per_step)
 
+        # Un-pad, and project the final cube too: the scheduler's last step need not keep the projection exactly.
         cube = processor.denormalize(base + sample.float() / scale)[..., :height, :width]
         if rgb_consistency:
             return processor.project_and_clip(cube, rgb[..., :height, :width])
@@ -263,7 +421,7 @@ class HSRDiffusionPipeline(DiffusionPipeline):
                 scenes by `benchmarks/ddpm_defaults.py`.
             num_samples (`int`, *optional*, defaults to 1):
                 Samples per image, drawn in one batched pass; `cubes` is their mean and `uncertainty` their standard
-                deviation.
+                deviation, multiplied by the pipeline's `uncertainty_scale` when it is set.
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
                 Makes sampling deterministic; one per image when a list.
             latents (`torch.Tensor`, *optional*):
@@ -288,18 +446,25 @@ class HSRDiffusionPipeline(DiffusionPipeline):
         Returns:
             [`HSRPipelineOutput`] or `tuple`: the cubes and the uncertainty (`None` for one sample).
         """
-        # 1. Check inputs and convert the RGB to [N, 3, H, W] in [0, 1]
+        # 1. Check inputs
         config = self.config
         tile_size = config.default_tile_size if tile_size is None else tile_size
         tile_overlap = config.default_tile_overlap if tile_overlap is None else tile_overlap
         if num_inference_steps is None:
             num_inference_steps = config.default_num_inference_steps
         self.check_inputs(output_type, tile_size, tile_overlap)
+        self.check_scheduler(rgb_consistency)
+        uncertainty_scale = self._uncertainty_scale()
         if num_samples < 1:
             raise ValueError(f"num_samples must be at least 1, got {num_samples}.")
+
+        # 2. Preprocess the RGB to [N, 3, H, W] in [0, 1]; each tile is padded to the UNet's multiple in `_denoise_tile`
         rgb = self.image_processor.preprocess(image)
         batch, _, height, width = rgb.shape
         multiple = self.downsample_factor
+
+        # 3. Prepare the noise: given `latents`, or one seed per image, the noise itself being a function of pixel
+        #    position (see `position_noise`)
         if latents is not None and (
             latents.shape[:2] != (batch * num_samples, self.num_bands)
             or latents.shape[2] < height + (-height % multiple)
@@ -309,15 +474,15 @@ class HSRDiffusionPipeline(DiffusionPipeline):
                 f"latents must be ({batch * num_samples}, {self.num_bands}, >= padded H, >= padded W), "
                 f"got {tuple(latents.shape)}."
             )
-
-        # 2. One noise seed per image; the noise itself is a function of pixel position (see `position_noise`)
         generators = generator if isinstance(generator, list) else [generator] * batch
         if len(generators) != batch:
             raise ValueError(f"Got {len(generators)} generators for {batch} images.")
         seeds = [int(torch.randint(0, 2**62, (1,), generator=g).item()) for g in generators]
-        step_generator = torch.Generator().manual_seed(seeds[0])
+        # The noise some schedulers add at every step comes from each image's own generator, so that the images of a
+        # batch stay independent (a list of generators, as in diffusers' `randn_tensor`).
+        step_generators = [torch.Generator().manual_seed(seed) for seed in seeds]
 
-        # 3. Tile the image (one tile when `tile_size` is None) and sample the tiles, several per UNet call when they
+        # 4. Tile the image (one tile when `tile_size` is None) and denoise the tiles, several per UNet call when they
         #    are small: a call on a 64-pixel tile is dominated by per-layer overhead, so stacking tiles up to the pixels
         #    of one 256-pixel tile is faster per tile with no more memory than such a tile.
         cubes = torch.zeros(batch * num_samples, self.num_bands, height, width)
@@ -344,7 +509,7 @@ class HSRDiffusionPipeline(DiffusionPipeline):
                     num_inference_steps,
                     num_samples,
                     rgb_consistency,
-                    step_generator,
+                    [step_generators[i] for _ in chunk for i in range(batch) for _ in range(num_samples)],
                     progress_bar,
                     tiles_per_step=len(chunk),
                 )  # [K * N * S, bands, h, w]
@@ -353,17 +518,22 @@ class HSRDiffusionPipeline(DiffusionPipeline):
                     weights[..., top : top + tile_h, left : left + tile_w] += weight
         cubes /= weights  # [N * S, bands, H, W]
 
-        # 4. Mean and spread over samples
+        # 5. Mean and spread over samples
         cubes = cubes.view(batch, num_samples, self.num_bands, height, width)
         uncertainty = cubes.std(dim=1, unbiased=num_samples > 1) if num_samples > 1 else None
+        if uncertainty is not None and uncertainty_scale is not None:
+            uncertainty = uncertainty * uncertainty_scale  # the calibration fitted on training scenes
         cubes = cubes.mean(dim=1)
 
-        # 5. Post-process
+        # 6. Post-process
         if output_type == "np":
             cubes = cubes.permute(0, 2, 3, 1).numpy()
             uncertainty = None if uncertainty is None else uncertainty.permute(0, 2, 3, 1).numpy()
+
+        # 7. Offload all models
         self.maybe_free_model_hooks()
 
+        # 8. Return
         if not return_dict:
             return (cubes, uncertainty)
         return HSRPipelineOutput(cubes=cubes, uncertainty=uncertainty)

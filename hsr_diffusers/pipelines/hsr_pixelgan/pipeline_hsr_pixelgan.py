@@ -1,13 +1,15 @@
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.models import ModelMixin
-from diffusers.utils import replace_example_docstring
+from diffusers.utils import logging, replace_example_docstring
 
 from hsr_diffusers.image_processor import HSRImageProcessor, PipelineImageInput
 from hsr_diffusers.models.root_polynomial import RootPolynomialRegression
 from hsr_diffusers.pipelines.pipeline_output import HSRPipelineOutput
 from hsr_diffusers.spectral import DEFAULT_RESPONSE, WAVELENGTHS
 
+
+logger = logging.get_logger(__name__)
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -23,15 +25,27 @@ EXAMPLE_DOC_STRING = """
 
 class HSRPixelGANPipeline(DiffusionPipeline):
     r"""
-    Feed-forward spectral reconstruction: the pixel-based cGAN of the method (a pix2pix U-Net generator trained with L1
-    and a PixelGAN/PatchGAN loss), and any other feed-forward model with the same contract (AWAN, MST++, the
-    root-polynomial regression), in one forward pass per tile.
+    Feed-forward spectral reconstruction: runs any feed-forward generator, one forward pass per tile. It ships the
+    pixel-based cGAN of the method (a pix2pix U-Net generator trained with L1 and a PixelGAN/PatchGAN loss), but the
+    name is historical: AWAN, MST++ and the root-polynomial regression run through it unchanged (`train_pixelgan.py
+    --model awan`, `train_regression.py`), and so does any new model that meets the generator contract below.
 
     This model inherits from [`DiffusionPipeline`]. Check the superclass documentation for the generic methods
     implemented for all pipelines (downloading, saving, running on a particular device, etc.).
 
+    The generator contract (what a new model must provide to run here and in the training scripts):
+
+    - a `ModelMixin, ConfigMixin` class with `in_channels` (3, plus `bands` when an estimator is set) and
+      `out_channels` (`bands`) in its config;
+    - `forward(rgb)` on `[N, in_channels, H, W]` in [-1, 1] returning an [`~hsr_diffusers.models.HSRModelOutput`]
+      whose `sample` is the cube `[N, out_channels, H, W]` in [-1, 1] (the pipeline reads `.sample`);
+    - a `downsample_factor` attribute or property: the pipeline pads every tile to a multiple of it (1 for a network
+      that takes any size);
+    - determinism in eval mode (`from_pretrained` returns eval mode; the pipeline never draws noise).
+
     Args:
-        unet ([`HSRPixelGANGenerator`] or another HSR feed-forward model):
+        unet ([`HSRPixelGANGenerator`], [`AWAN`], [`MSTPlusPlus`], [`RootPolynomialRegression`] or any generator
+            meeting the contract above):
             Maps `[N, in_channels, H, W]` (RGB in [-1, 1], then the estimate when an estimator is set) to the cube in
             [-1, 1]. Called `unet` as in the diffusion pipeline, because `generator` means a `torch.Generator` in
             diffusers.
@@ -127,11 +141,25 @@ class HSRPixelGANPipeline(DiffusionPipeline):
         model_input = torch.cat([model_input, estimate], dim=1).to(self.unet.dtype)
         return estimate + self.unet(model_input).sample.float()
 
+    def _warn_ignored(self, names: list[str]):
+        """Warns once per pipeline and argument that a sampling argument of the diffusion pipeline has no effect here."""
+        warned = self.__dict__.setdefault("_warned_ignored", set())
+        new = [name for name in names if name not in warned]
+        if new:
+            warned.update(new)
+            logger.warning(
+                f"{', '.join(new)} ignored: {self.__class__.__name__} runs a deterministic network in one pass, so it "
+                "has no steps, samples or noise (the output is the same cube and `uncertainty` is None)."
+            )
+
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
         image: PipelineImageInput,
+        num_inference_steps: int | None = None,
+        num_samples: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         rgb_consistency: bool = True,
         tile_size: int | None = None,
         tile_overlap: int | None = None,
@@ -146,9 +174,18 @@ class HSRPixelGANPipeline(DiffusionPipeline):
                 Linear RGB input in the camera space the model was trained for (see `response`): a PIL image, a numpy
                 `(H, W, 3)` array (`uint8`, `uint16` or float in [0, 1]), a torch `(N, 3, H, W)` tensor in [0, 1], or a
                 list of same-sized images. Any height and width.
+            num_inference_steps (`int`, *optional*):
+                Ignored, with a warning: one forward pass has no steps. Accepted, as are `num_samples` and
+                `generator`, so that the call written for [`HSRDiffusionPipeline`] runs unchanged on any model that
+                `HSRPipeline.from_pretrained` returns.
+            num_samples (`int`, *optional*, defaults to 1):
+                Ignored beyond checking it, with a warning when above 1: every sample of a deterministic network is
+                the same cube, so `cubes` holds it once per image and `uncertainty` is `None`.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
+                Ignored, with a warning: nothing is random.
             rgb_consistency (`bool`, *optional*, defaults to `True`):
-                Projects the output onto the cubes that render to the input RGB, so that it reproduces the input within
-                quantisation.
+                Projects the output onto the cubes in [0, 1] that render to the input RGB, so that it reproduces the
+                input within quantisation (see [`~HSRImageProcessor.project_and_clip`]).
             tile_size (`int`, *optional*, defaults to the pipeline's `default_tile_size`):
                 Processes the image in overlapping tiles of this size, blended linearly across `tile_overlap` pixels;
                 memory then depends on the tile, not the image.
@@ -165,6 +202,14 @@ class HSRPixelGANPipeline(DiffusionPipeline):
             [`HSRPipelineOutput`] or `tuple`: the cubes, and `None` as uncertainty.
         """
         # 1. Check inputs and convert the RGB to [N, 3, H, W] in [0, 1]
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be at least 1, got {num_samples}.")
+        ignored = {
+            "num_inference_steps": num_inference_steps is not None,
+            "num_samples": num_samples > 1,
+            "generator": generator is not None,
+        }
+        self._warn_ignored([name for name, given in ignored.items() if given])
         tile_size = self.config.default_tile_size if tile_size is None else tile_size
         tile_overlap = self.config.default_tile_overlap if tile_overlap is None else tile_overlap
         self.check_inputs(output_type, tile_size, tile_overlap)

@@ -1,0 +1,178 @@
+"""Throughput and RGB consistency of the bundled pipelines on real scenes, beside the bundled photo, on one thread.
+
+    python benchmarks/real_scenes.py
+
+The inputs are the two CAVE validation scenes (feathers, glass_tiles: dark backgrounds and all) rendered NTIRE-clean
+(`render_rgb(cube)`, 8-bit, truncated) at their full 512x512, and the bundled photo `examples/coffee.png` resized to
+512x512 and converted to camera RGB as `hsr reconstruct` does. Every pipeline runs at its shipped defaults (steps,
+tiles, `rgb_consistency=True`) on one torch thread, side by side in this one process, in the same order for every
+input; each time is the best of `--repeats` runs, so that background load inflates the ratios as little as possible.
+
+MST++ is this package's MSTPlusPlus at the config of `train_scripts/configs/pixelgan_mst_plus_plus.json`, with random
+weights unless `--mst` names a trained pipeline folder: its cost does not depend on its weights.
+
+The consistency figures are measured on the NTIRE-clean scenes, against the 8-bit input `u / 255`:
+- the fraction of values whose linear re-render `cube @ A` is more than 1/255 away, and its 99.5th percentile;
+- the fraction of pixels the `[0, 1]`-bounded projection had to iterate on (the clipped closed-form projection of the
+  network's output missed their RGB by more than 1e-6);
+- the pixels whose 8-bit RGB no spectrum in [0, 1] renders exactly (outside the camera's gamut, `rgb_gamut_mask`),
+  and those that no spectrum renders within 1/255 of (these are the only pixels the projection cannot fit).
+"""
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hsr_diffusers import HSRDiffusionPipeline, HSRPipeline, HSRPixelGANPipeline, MSTPlusPlus
+from hsr_diffusers.data import load_cube
+from hsr_diffusers.spectral import render_rgb, rgb_gamut_mask, srgb_to_camera_rgb
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENES = ("feathers", "glass_tiles")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--data_dir", default=str(ROOT.parent / "shared" / "data" / "cave"), help="CAVE scene folders."
+    )
+    parser.add_argument("--ddpm", default="hsr-diffusers/ddpm-cave")
+    parser.add_argument("--pixelgan", default="hsr-diffusers/pixelgan-cave")
+    parser.add_argument("--mst", default=None, help="Trained MST++ pipeline folder (default: random weights).")
+    parser.add_argument("--repeats", type=int, default=2, help="Runs per (pipeline, input); the best time counts.")
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "real_scenes.md"))
+    return parser.parse_args(argv)
+
+
+def load_inputs(data_dir: Path) -> dict[str, np.ndarray]:
+    """`{name: uint8 (512, 512, 3) NTIRE-clean render}` for the scenes, plus the photo as float camera RGB."""
+    from PIL import Image
+
+    inputs = {scene: render_rgb(load_cube(data_dir / f"{scene}_ms")) for scene in SCENES}
+    photo = Image.open(ROOT / "examples" / "coffee.png").convert("RGB").resize((512, 512), Image.Resampling.BICUBIC)
+    inputs["photo (coffee.png)"] = srgb_to_camera_rgb(np.asarray(photo, dtype=np.float32) / 255.0)
+    return inputs
+
+
+def build_pipelines(args) -> dict:
+    pipelines = {}
+    if args.mst:
+        pipelines["MST++"] = HSRPipeline.from_pretrained(args.mst)
+    else:
+        config = json.loads((ROOT / "train_scripts" / "configs" / "pixelgan_mst_plus_plus.json").read_text())
+        torch.manual_seed(0)
+        pipelines["MST++ (random weights)"] = HSRPixelGANPipeline(unet=MSTPlusPlus(**config["unet"]).eval())
+    pipelines["PixelGAN"] = HSRPipeline.from_pretrained(args.pixelgan)
+    pipelines["DDPM"] = HSRPipeline.from_pretrained(args.ddpm)
+    for pipe in pipelines.values():
+        pipe.set_progress_bar_config(disable=True)
+    return pipelines
+
+
+def run(pipe, rgb, **kwargs):
+    if isinstance(pipe, HSRDiffusionPipeline):
+        kwargs["generator"] = torch.Generator().manual_seed(0)
+    return pipe(rgb, output_type="pt", **kwargs).cubes
+
+
+def consistency(pipe, cube: torch.Tensor, raw: torch.Tensor, rgb8: np.ndarray) -> dict:
+    processor = pipe.image_processor
+    target = torch.from_numpy(rgb8 / np.float32(255)).permute(2, 0, 1)[None]
+    error = (processor.render(cube) - target).abs() * 255  # [1, 3, H, W], in 8-bit levels
+    clipped = processor.project(raw, target).clamp(0.0, 1.0)
+    iterated = ((processor.render(clipped) - target).abs() > 1e-6).any(dim=1)
+    return {
+        "over": (error > 1).float().mean().item(),
+        "p995": np.percentile(error.numpy(), 99.5),
+        "max": error.max().item(),
+        "iterated": iterated.float().mean().item(),
+    }
+
+
+def main(args):
+    torch.set_num_threads(1)
+    torch.set_grad_enabled(False)
+    inputs = load_inputs(Path(args.data_dir))
+    pipelines = build_pipelines(args)
+    seconds: dict[tuple[str, str], float] = {}
+    outputs = {}
+    for _ in range(args.repeats):
+        for input_name, rgb in inputs.items():
+            for name, pipe in pipelines.items():
+                start = time.perf_counter()
+                outputs[name, input_name] = run(pipe, rgb)
+                elapsed = time.perf_counter() - start
+                seconds[name, input_name] = min(elapsed, seconds.get((name, input_name), float("inf")))
+                print(f"{name} on {input_name}: {elapsed:.2f} s", flush=True)
+    mst = next(iter(pipelines))
+
+    lines = [
+        "| pipeline | " + " | ".join(f"{i}: s (x MST++)" for i in inputs) + " |",
+        "|---|" + "---|" * len(inputs),
+    ]
+    for name in pipelines:
+        cells = [f"{seconds[name, i]:.2f} ({seconds[mst, i] / seconds[name, i]:.2f}x)" for i in inputs]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+
+    rows = [
+        "| model | scene | values > 1/255 | 99.5th pct (/255) | max (/255) | pixels iterated | outside gamut "
+        "(exact / within 1/255) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in ("PixelGAN", "DDPM"):
+        pipe = pipelines[name]
+        for scene in SCENES:
+            rgb8 = inputs[scene]
+            raw = run(pipe, rgb8, rgb_consistency=False)
+            figures = consistency(pipe, outputs[name, scene], raw, rgb8)
+            outside = (~rgb_gamut_mask(rgb8)).mean()
+            unreachable = int((~rgb_gamut_mask(rgb8, tolerance=1 / 255)).sum())
+            rows.append(
+                f"| {name} | {scene} | {figures['over']:.2%} | {figures['p995']:.3f} | {figures['max']:.3f} | "
+                f"{figures['iterated']:.2%} | {outside:.2%} / {unreachable} pixels |"
+            )
+    header = (
+        "# Throughput and RGB consistency on real scenes\n\n"
+        f"- Command: `{shlex.join(['python', *sys.argv])}`\n"
+        f"- Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}\n"
+        f"- Machine: {_machine()}, torch threads {torch.get_num_threads()} (one thread, side by side in one process; "
+        f"best of {args.repeats} runs)\n\n"
+    )
+    body = (
+        "Seconds per 512x512 image at the shipped defaults (`rgb_consistency=True`), and throughput relative to "
+        f"{mst} on the same input:\n\n{table}\n\n"
+        "RGB consistency of the outputs on the NTIRE-clean scenes (re-render `cube @ A` against the 8-bit input):\n\n"
+        + "\n".join(rows)
+        + "\n"
+    )
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(header + body)
+    print(header + body)
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, torch {torch.__version__}"
+
+
+if __name__ == "__main__":
+    main(parse_args())
