@@ -4,7 +4,7 @@
 
 The inputs are the two CAVE validation scenes (feathers, glass_tiles: dark backgrounds and all) rendered NTIRE-clean
 (`render_rgb(cube)`, 8-bit, truncated) at their full 512x512, and the bundled photo `examples/coffee.png` resized to
-512x512 and converted to camera RGB as `hsr reconstruct` does. Every pipeline runs at its shipped defaults (steps,
+the scenes' size and converted to camera RGB as `hsr reconstruct` does. Every pipeline runs at its shipped defaults (steps,
 tiles, `rgb_consistency=True`) on one torch thread, side by side in this one process, in the same order for every
 input; each time is the best of `--repeats` runs, so that background load inflates the ratios as little as possible.
 
@@ -21,18 +21,16 @@ The consistency figures are measured on the NTIRE-clean scenes, against the 8-bi
 
 import argparse
 import json
-import shlex
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import markdown_table, photo_rgb, write_result
 
 from hsr_diffusers import HSRDiffusionPipeline, HSRPipeline, HSRPixelGANPipeline, MSTPlusPlus
 from hsr_diffusers.data import load_cube
-from hsr_diffusers.spectral import render_rgb, rgb_gamut_mask, srgb_to_camera_rgb
+from hsr_diffusers.spectral import render_rgb, rgb_gamut_mask
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,17 +46,15 @@ def parse_args(argv=None):
     parser.add_argument("--pixelgan", default="hsr-diffusers/pixelgan-cave")
     parser.add_argument("--mst", default=None, help="Trained MST++ pipeline folder (default: random weights).")
     parser.add_argument("--repeats", type=int, default=2, help="Runs per (pipeline, input); the best time counts.")
-    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "real_scenes.md"))
+    parser.add_argument("--output", default="real_scenes", help="Name of the file in benchmarks/results/.")
     return parser.parse_args(argv)
 
 
 def load_inputs(data_dir: Path) -> dict[str, np.ndarray]:
-    """`{name: uint8 (512, 512, 3) NTIRE-clean render}` for the scenes, plus the photo as float camera RGB."""
-    from PIL import Image
-
+    """`{name: uint8 (H, W, 3) NTIRE-clean render}` for the scenes (the 8-bit input the consistency figures compare
+    with), plus the photo at the first scene's size as float camera RGB."""
     inputs = {scene: render_rgb(load_cube(data_dir / f"{scene}_ms")) for scene in SCENES}
-    photo = Image.open(ROOT / "examples" / "coffee.png").convert("RGB").resize((512, 512), Image.Resampling.BICUBIC)
-    inputs["photo (coffee.png)"] = srgb_to_camera_rgb(np.asarray(photo, dtype=np.float32) / 255.0)
+    inputs["photo (coffee.png)"] = photo_rgb(*inputs[SCENES[0]].shape[:2])
     return inputs
 
 
@@ -113,21 +109,25 @@ def main(args):
                 seconds[name, input_name] = min(elapsed, seconds.get((name, input_name), float("inf")))
                 print(f"{name} on {input_name}: {elapsed:.2f} s", flush=True)
     mst = next(iter(pipelines))
+    height, width = next(iter(inputs.values())).shape[:2]
 
-    lines = [
-        "| pipeline | " + " | ".join(f"{i}: s (x MST++)" for i in inputs) + " |",
-        "|---|" + "---|" * len(inputs),
-    ]
-    for name in pipelines:
-        cells = [f"{seconds[name, i]:.2f} ({seconds[mst, i] / seconds[name, i]:.2f}x)" for i in inputs]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
-
+    header = ["pipeline"] + [f"{i}: s (x MST++)" for i in inputs]
     rows = [
-        "| model | scene | values > 1/255 | 99.5th pct (/255) | max (/255) | pixels iterated | outside gamut "
-        "(exact / within 1/255) |",
-        "|---|---|---|---|---|---|---|",
+        [name] + [f"{seconds[name, i]:.2f} ({seconds[mst, i] / seconds[name, i]:.2f}x)" for i in inputs]
+        for name in pipelines
     ]
+    table = markdown_table(header, rows)
+
+    consistency_header = [
+        "model",
+        "scene",
+        "values > 1/255",
+        "99.5th pct (/255)",
+        "max (/255)",
+        "pixels iterated",
+        "outside gamut (exact / within 1/255)",
+    ]
+    consistency_rows = []
     for name in ("PixelGAN", "DDPM"):
         pipe = pipelines[name]
         for scene in SCENES:
@@ -136,42 +136,19 @@ def main(args):
             figures = consistency(pipe, outputs[name, scene], raw, rgb8)
             outside = (~rgb_gamut_mask(rgb8)).mean()
             unreachable = int((~rgb_gamut_mask(rgb8, tolerance=1 / 255)).sum())
-            rows.append(
-                f"| {name} | {scene} | {figures['over']:.2%} | {figures['p995']:.3f} | {figures['max']:.3f} | "
-                f"{figures['iterated']:.2%} | {outside:.2%} / {unreachable} pixels |"
+            consistency_rows.append(
+                [name, scene, f"{figures['over']:.2%}", f"{figures['p995']:.3f}", f"{figures['max']:.3f}"]
+                + [f"{figures['iterated']:.2%}", f"{outside:.2%} / {unreachable} pixels"]
             )
-    header = (
-        "# Throughput and RGB consistency on real scenes\n\n"
-        f"- Command: `{shlex.join(['python', *sys.argv])}`\n"
-        f"- Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}\n"
-        f"- Machine: {_machine()}, torch threads {torch.get_num_threads()} (one thread, side by side in one process; "
-        f"best of {args.repeats} runs)\n\n"
-    )
     body = (
-        "Seconds per 512x512 image at the shipped defaults (`rgb_consistency=True`), and throughput relative to "
-        f"{mst} on the same input:\n\n{table}\n\n"
+        f"One torch thread, every pipeline side by side in one process; best of {args.repeats} runs.\n\n"
+        f"Seconds per {height}x{width} image at the shipped defaults (`rgb_consistency=True`), and throughput "
+        f"relative to {mst} on the same input:\n\n{table}\n\n"
         "RGB consistency of the outputs on the NTIRE-clean scenes (re-render `cube @ A` against the 8-bit input):\n\n"
-        + "\n".join(rows)
+        + markdown_table(consistency_header, consistency_rows)
         + "\n"
     )
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(header + body)
-    print(header + body)
-
-
-def _machine() -> str:
-    import os
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU: {cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, torch {torch.__version__}"
+    write_result(args.output, "Throughput and RGB consistency on real scenes", body)
 
 
 if __name__ == "__main__":

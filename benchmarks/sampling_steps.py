@@ -19,7 +19,7 @@ from common import fixed_crops, markdown_table, write_result
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from hsr_diffusers import HSRPipeline, metrics
-from hsr_diffusers.spectral import render_rgb
+from hsr_diffusers.training_utils import render_training_rgb
 
 
 SCHEDULERS = {
@@ -47,10 +47,11 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def evaluate(pipe, crops, response, steps: int, projection: bool, samples: int, seed: int):
+def evaluate(pipe, crops, steps: int, projection: bool, samples: int, seed: int):
     rmse, sam, seconds = [], [], 0.0
     for _, cube in crops:
-        rgb = render_rgb(cube, response) / np.float32(255)
+        # The NTIRE-clean RGB that training renders, through the pipeline's own camera response.
+        rgb = render_training_rgb(cube, pipe.config.response, pipe.config.wavelengths).astype(np.float32)
         start = time.perf_counter()
         pred = pipe(
             rgb,
@@ -69,7 +70,6 @@ def main(args):
     pipe = HSRPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
     crops = fixed_crops(args.data, args.split, args.crop_size, args.crops_per_scene)
-    response = pipe.config.response
     base_config = pipe.scheduler.config
 
     reference_pipe = pipe
@@ -77,7 +77,7 @@ def main(args):
         reference_pipe = HSRPipeline.from_pretrained(args.reference_model)
         reference_pipe.set_progress_bar_config(disable=True)
     reference_pipe.scheduler = DDPMScheduler.from_config(reference_pipe.scheduler.config)
-    reference = evaluate(reference_pipe, crops, response, args.reference_steps, True, 1, args.seed)
+    reference = evaluate(reference_pipe, crops, args.reference_steps, True, 1, args.seed)
     rows = [
         ["DDPM (method)", args.reference_steps, "yes", 1, args.reference_steps, *reference[:2], 1.0, 1.0, reference[2]]
     ]
@@ -90,7 +90,7 @@ def main(args):
                 for samples in (1, 4):
                     if samples == 4 and not projection:
                         continue
-                    rmse, sam, seconds = evaluate(pipe, crops, response, steps, projection, samples, args.seed)
+                    rmse, sam, seconds = evaluate(pipe, crops, steps, projection, samples, args.seed)
                     row = [name, steps, "yes" if projection else "no", samples, steps * samples, rmse, sam]
                     rows.append(row + [rmse / reference[0], sam / reference[1], seconds])
                     print(rows[-1], flush=True)

@@ -14,7 +14,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
-from .modeling_outputs import HSRModelOutput
+from .modeling_outputs import HSRModelOutput, check_sample
 
 
 class ReflectConv2d(nn.Module):
@@ -139,6 +139,9 @@ class AWAN(ModelMixin, ConfigMixin):
     lot of memory: run large images in tiles. Any height and width work ([`~AWAN.downsample_factor`] is 1), but the
     reflection padding of the 5x5 convolutions needs at least 3x3 pixels.
 
+    AWAN runs through [`HSRPixelGANPipeline`], the pipeline for any feed-forward generator (`train_pixelgan.py
+    --model_config awan` trains it); it meets the generator contract written in that pipeline's class docstring.
+
     Parameters:
         in_channels (`int`, *optional*, defaults to 3):
             Input channels: the RGB image in `[-1, 1]` first, then any extra conditioning channels.
@@ -181,12 +184,10 @@ class AWAN(ModelMixin, ConfigMixin):
 
         Returns:
             [`HSRModelOutput`] or `tuple`: the cube `(batch_size, out_channels, height, width)` in `[-1, 1]`
-            reflectance units (not clamped); a tuple's first element is that tensor.
+            reflectance units, not clamped (no bounding activation after the output convolution and non-local
+            tail); a tuple's first element is that tensor.
         """
-        if sample.ndim != 4 or sample.shape[1] != self.config.in_channels:
-            raise ValueError(
-                f"Expected `sample` of shape (batch, {self.config.in_channels}, height, width), got {tuple(sample.shape)}."
-            )
+        check_sample(sample, self.config.in_channels)
         if min(sample.shape[-2:]) < 3:
             raise ValueError(f"AWAN needs at least 3x3 pixels, got {sample.shape[-2]}x{sample.shape[-1]}.")
 

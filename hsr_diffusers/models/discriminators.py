@@ -3,14 +3,17 @@
 Ports of `PixelDiscriminator` (`define_D(netD='pixel')`) and `NLayerDiscriminator` (`netD='basic'`, `n_layers=3`) from
 junyanz/pytorch-CycleGAN-and-pix2pix `models/networks.py`, with the same layer order and attribute names (`net`,
 `model`), so pix2pix state dicts load. Both score the pair `torch.cat([rgb, cube], dim=1)` (condition first, as
-pix2pix D scores `cat(real_A, fake_B)`) and return raw logits: the loss (vanilla BCE-with-logits or LSGAN) lives in
-the training script. They are saved with training checkpoints but never registered in a pipeline.
+pix2pix D scores `cat(real_A, fake_B)`) and return raw logits in an [`HSRModelOutput`], as every model of the package
+returns its tensor: the loss (vanilla BCE-with-logits or LSGAN) lives in the training script. They are saved with
+training checkpoints but never registered in a pipeline.
 """
 
 import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
+
+from .modeling_outputs import HSRModelOutput, check_sample
 
 
 def _norm_layer(norm_type: str, num_features: int) -> nn.Module:
@@ -34,14 +37,6 @@ def _init_pix2pix_normal(module: nn.Module, init_gain: float) -> None:
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, init_gain)
         nn.init.zeros_(module.bias)
-
-
-def _check_channels(sample: torch.Tensor, in_channels: int) -> None:
-    if sample.ndim != 4 or sample.shape[1] != in_channels:
-        raise ValueError(
-            f"Expected `sample` of shape (batch, {in_channels}, height, width) = cat([rgb, cube], 1), "
-            f"got {tuple(sample.shape)}."
-        )
 
 
 class PixelDiscriminator(ModelMixin, ConfigMixin):
@@ -74,22 +69,25 @@ class PixelDiscriminator(ModelMixin, ConfigMixin):
             nn.LeakyReLU(0.2, True),
             nn.Conv2d(ndf * 2, 1, kernel_size=1, stride=1, padding=0, bias=use_bias),
         )
-        self.apply(self._init_weights)
+        self.apply(lambda module: _init_pix2pix_normal(module, init_gain))
 
-    def _init_weights(self, module: nn.Module) -> None:
-        _init_pix2pix_normal(module, self.config.init_gain)
-
-    def forward(self, sample: torch.Tensor) -> torch.Tensor:
+    def forward(self, sample: torch.Tensor, return_dict: bool = True) -> HSRModelOutput | tuple[torch.Tensor]:
         r"""
         Args:
             sample (`torch.Tensor` of shape `(batch_size, in_channels, height, width)`):
                 `torch.cat([rgb, cube], dim=1)`, both in `[-1, 1]`.
+            return_dict (`bool`, *optional*, defaults to `True`):
+                Whether to return an [`HSRModelOutput`] instead of a plain tuple.
 
         Returns:
-            `torch.Tensor` of shape `(batch_size, 1, height, width)`: one real/fake logit per pixel.
+            [`HSRModelOutput`] or `tuple`: `sample` holds one real/fake logit per pixel, `(batch_size, 1, height,
+            width)`; a tuple's first element is that tensor.
         """
-        _check_channels(sample, self.config.in_channels)
-        return self.net(sample)
+        check_sample(sample, self.config.in_channels, layout=" = cat([rgb, cube], 1)")
+        logits = self.net(sample)
+        if not return_dict:
+            return (logits,)
+        return HSRModelOutput(sample=logits)
 
 
 class PatchDiscriminator(ModelMixin, ConfigMixin):
@@ -138,25 +136,28 @@ class PatchDiscriminator(ModelMixin, ConfigMixin):
             ]
         layers += [nn.Conv2d(ndf * mult, 1, kernel_size=4, stride=1, padding=1)]
         self.model = nn.Sequential(*layers)
-        self.apply(self._init_weights)
+        self.apply(lambda module: _init_pix2pix_normal(module, init_gain))
 
-    def _init_weights(self, module: nn.Module) -> None:
-        _init_pix2pix_normal(module, self.config.init_gain)
-
-    def forward(self, sample: torch.Tensor) -> torch.Tensor:
+    def forward(self, sample: torch.Tensor, return_dict: bool = True) -> HSRModelOutput | tuple[torch.Tensor]:
         r"""
         Args:
             sample (`torch.Tensor` of shape `(batch_size, in_channels, height, width)`):
                 `torch.cat([rgb, cube], dim=1)`, both in `[-1, 1]`; height and width at least `3 * 2**n_layers`.
+            return_dict (`bool`, *optional*, defaults to `True`):
+                Whether to return an [`HSRModelOutput`] instead of a plain tuple.
 
         Returns:
-            `torch.Tensor` of shape `(batch_size, 1, height', width')`: one real/fake logit per overlapping patch.
+            [`HSRModelOutput`] or `tuple`: `sample` holds one real/fake logit per overlapping patch, `(batch_size, 1,
+            height', width')`; a tuple's first element is that tensor.
         """
-        _check_channels(sample, self.config.in_channels)
+        check_sample(sample, self.config.in_channels, layout=" = cat([rgb, cube], 1)")
         min_size = 3 * 2**self.config.n_layers
         if min(sample.shape[-2:]) < min_size:
             raise ValueError(
                 f"PatchDiscriminator with n_layers={self.config.n_layers} needs height and width >= {min_size}, "
                 f"got {sample.shape[-2]}x{sample.shape[-1]}."
             )
-        return self.model(sample)
+        logits = self.model(sample)
+        if not return_dict:
+            return (logits,)
+        return HSRModelOutput(sample=logits)

@@ -13,7 +13,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
-from .modeling_outputs import HSRModelOutput
+from .modeling_outputs import HSRModelOutput, check_sample
 
 
 class SpectralMSA(nn.Module):
@@ -176,6 +176,10 @@ class MSTPlusPlus(ModelMixin, ConfigMixin):
     the embedded input to the output. Height and width must be multiples of 8: the authors' code reflect-pads to 8,
     so padding to [`~MSTPlusPlus.downsample_factor`] reproduces it.
 
+    MST++ runs through [`HSRPixelGANPipeline`], the pipeline for any feed-forward generator (`train_pixelgan.py
+    --model_config mst_plus_plus` trains it); it meets the generator contract written in that pipeline's class
+    docstring.
+
     Parameters:
         in_channels (`int`, *optional*, defaults to 3):
             Input channels: the RGB image in `[-1, 1]` first, then any extra conditioning channels.
@@ -220,12 +224,10 @@ class MSTPlusPlus(ModelMixin, ConfigMixin):
 
         Returns:
             [`HSRModelOutput`] or `tuple`: the cube `(batch_size, out_channels, height, width)` in `[-1, 1]`
-            reflectance units (not clamped); a tuple's first element is that tensor.
+            reflectance units, not clamped (the output convolution has no bounding activation); a tuple's first element
+            is that tensor.
         """
-        if sample.ndim != 4 or sample.shape[1] != self.config.in_channels:
-            raise ValueError(
-                f"Expected `sample` of shape (batch, {self.config.in_channels}, height, width), got {tuple(sample.shape)}."
-            )
+        check_sample(sample, self.config.in_channels)
         height, width = sample.shape[-2:]
         if height % self.downsample_factor or width % self.downsample_factor:
             raise ValueError(f"MST++ needs height and width that are multiples of 8, got {height}x{width}.")

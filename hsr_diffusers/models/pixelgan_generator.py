@@ -12,7 +12,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
-from .modeling_outputs import HSRModelOutput
+from .modeling_outputs import HSRModelOutput, check_sample
 
 
 def _norm_layer(norm_type: str, num_features: int) -> nn.Module:
@@ -168,10 +168,7 @@ class HSRPixelGANGenerator(ModelMixin, ConfigMixin):
             [`HSRModelOutput`] or `tuple`: the cube `(batch_size, out_channels, height, width)` in `[-1, 1]`
             (reflectance `* 2 - 1`); a tuple's first element is that tensor.
         """
-        if sample.ndim != 4 or sample.shape[1] != self.config.in_channels:
-            raise ValueError(
-                f"Expected `sample` of shape (batch, {self.config.in_channels}, height, width), got {tuple(sample.shape)}."
-            )
+        check_sample(sample, self.config.in_channels)
         height, width = sample.shape[-2:]
         if height % self.downsample_factor or width % self.downsample_factor:
             raise ValueError(

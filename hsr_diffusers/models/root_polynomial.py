@@ -12,7 +12,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
-from .modeling_outputs import HSRModelOutput
+from .modeling_outputs import HSRModelOutput, check_sample
 
 
 # Number of root-polynomial terms for degree 1, 2 and 3 (the paper's 3, 6 and 13).
@@ -47,9 +47,13 @@ class RootPolynomialRegression(ModelMixin, ConfigMixin):
     Root-polynomial regression (Finlayson et al., 2015) from linear RGB to reflectance, fitted in closed form with
     [`~RootPolynomialRegression.fit`] and saved like any other model (the matrix is the parameter `weight`).
 
-    It follows the feed-forward model contract of this package: `forward` takes RGB in `[-1, 1]` and returns the cube
-    in `[-1, 1]`. Internally the RGB is mapped back to `[0, 1]` and clamped at 0 before the roots, and the estimate
-    `features @ weight` (reflectance) is mapped to `* 2 - 1`. Only the first 3 input channels are used.
+    It runs through [`HSRPixelGANPipeline`], the pipeline for any feed-forward generator: saved as that pipeline's
+    `unet`, it is the whole regression floor (`train_scripts/train_regression.py`); passed as its `estimator` (or the
+    diffusion pipeline's), it gives the estimate that a network refines. It meets the generator contract written in
+    [`HSRPixelGANPipeline`]'s class docstring: `forward` takes RGB in `[-1, 1]` and returns the cube in `[-1, 1]`,
+    and [`~RootPolynomialRegression.downsample_factor`] is 1. Internally the RGB is mapped back to `[0, 1]` and
+    clamped at 0 before the roots, and the estimate `features @ weight` (reflectance) is mapped to `* 2 - 1`. Only the
+    first 3 input channels are used.
 
     Parameters:
         degree (`int`, *optional*, defaults to 2):
@@ -131,13 +135,11 @@ class RootPolynomialRegression(ModelMixin, ConfigMixin):
                 Whether to return an [`HSRModelOutput`] instead of a plain tuple.
 
         Returns:
-            [`HSRModelOutput`] or `tuple`: the cube `(batch_size, out_channels, height, width)` in `[-1, 1]`
-            reflectance units (not clamped); a tuple's first element is that tensor.
+            [`HSRModelOutput`] or `tuple`: the linear estimate `(batch_size, out_channels, height, width)` in
+            `[-1, 1]` reflectance units, not clamped (a least-squares fit can leave [0, 1]); a tuple's first element
+            is that tensor.
         """
-        if sample.ndim != 4 or sample.shape[1] != self.config.in_channels:
-            raise ValueError(
-                f"Expected `sample` of shape (batch, {self.config.in_channels}, height, width), got {tuple(sample.shape)}."
-            )
+        check_sample(sample, self.config.in_channels)
         rgb = ((sample[:, :3] + 1) / 2).clamp(min=0).permute(0, 2, 3, 1)  # [B, H, W, 3] linear RGB
         features = root_polynomial_features(rgb.to(self.weight.dtype), self.config.degree)  # [B, H, W, F]
         reflectance = (features @ self.weight).permute(0, 3, 1, 2)  # [B, out_channels, H, W]

@@ -1,26 +1,32 @@
-"""`benchmarks/ddpm_defaults.py`, `sampling_steps.py` and `throughput.py` on tiny saved pipelines and fixture data."""
+"""`benchmarks/ddpm_defaults.py`, `sampling_steps.py`, `throughput.py` and `real_scenes.py` on tiny saved pipelines and
+fixture data."""
 
 # benchmarks/ is on the test path (pyproject.toml), as it is on a benchmark's own when it runs.
 import common
 import ddpm_defaults
 import numpy as np
 import pytest
+import real_scenes
 import sampling_steps
 import throughput
 import torch
 from diffusers import DDIMScheduler
+from PIL import Image
 
-from hsr_diffusers import HSRDiffusionPipeline, HSRPixelGANGenerator, HSRPixelGANPipeline
+from hsr_diffusers import HSRDiffusionPipeline, HSRPixelGANGenerator, HSRPixelGANPipeline, MSTPlusPlus
 from hsr_diffusers.data import make_synthetic_dataset
 
-from ..testing_utils import tiny_ddpm_unet
+from ..testing_utils import smooth_cube, tiny_ddpm_unet
 
 
 @pytest.fixture(autouse=True)
-def restore_grad_mode():
-    """`throughput.worker` switches autograd off for its whole (sub)process; here it runs inside the test process."""
+def restore_torch_settings():
+    """`throughput.worker` and `real_scenes.main` switch autograd off (and the latter sets one thread) for their whole
+    process; here they run inside the test process."""
+    threads = torch.get_num_threads()
     yield
     torch.set_grad_enabled(True)
+    torch.set_num_threads(threads)
 
 
 def test_rule_picks_the_fastest_configuration_within_tolerance():
@@ -120,3 +126,37 @@ def test_throughput_worker_runs_each_pipeline_with_its_own_tiling(tiny_ddpm_dir,
         {**spec, "kind": "ddpm", "path": str(tiny_ddpm_dir), "tile_size": 512, "dtype": "bfloat16"}
     )
     assert bf16["seconds"] > 0 and bf16["steps"] == 2
+
+
+def test_real_scenes_times_every_pipeline_and_scores_consistency(tiny_ddpm_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
+    for seed, scene in enumerate(real_scenes.SCENES):  # CAVE folders of 16-bit band PNGs, 16x16
+        folder = tmp_path / "cave" / f"{scene}_ms"
+        folder.mkdir(parents=True)
+        bands = np.round(smooth_cube(16, 16, seed=seed) * 65535).astype(np.uint16)
+        for index in range(bands.shape[-1]):
+            Image.fromarray(bands[..., index]).save(folder / f"{scene}_ms_{index + 1:02d}.png")
+    torch.manual_seed(0)
+    HSRPixelGANPipeline(unet=HSRPixelGANGenerator(num_downs=3, ngf=4)).save_pretrained(tmp_path / "gan")
+    HSRPixelGANPipeline(unet=MSTPlusPlus(out_channels=31, num_stages=1)).save_pretrained(tmp_path / "mst")
+    args = real_scenes.parse_args(
+        ["--data_dir", str(tmp_path / "cave"), "--ddpm", str(tiny_ddpm_dir), "--pixelgan", str(tmp_path / "gan")]
+        + ["--mst", str(tmp_path / "mst"), "--repeats", "1", "--output", "scenes"]
+    )
+    real_scenes.main(args)
+
+    text = (tmp_path / "results" / "scenes.md").read_text()
+    assert "- Machine: " in text and "torch threads 1" in text and "best of 1 runs" in text
+    assert "Seconds per 16x16 image" in text  # the photo is resized to the scenes' size
+    speed = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| ") and "x) |" in line}
+    assert sorted(speed) == ["DDPM", "MST++", "PixelGAN"] and speed["MST++"].count("(1.00x)") == 3
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith(("| PixelGAN | ", "| DDPM | "))]
+    consistency = [row for row in rows if row[1] in real_scenes.SCENES]
+    assert [row[:2] for row in consistency] == [
+        ["| PixelGAN", "feathers"],
+        ["| PixelGAN", "glass_tiles"],
+        ["| DDPM", "feathers"],
+        ["| DDPM", "glass_tiles"],
+    ]
+    for row in consistency:  # the shipped projection keeps every value within 1/255 of the input on smooth cubes
+        assert row[2] == "0.00%" and float(row[4]) <= 1.0
