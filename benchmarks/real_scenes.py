@@ -4,9 +4,10 @@
 
 The inputs are the two CAVE validation scenes (feathers, glass_tiles: dark backgrounds and all) rendered NTIRE-clean
 (`render_rgb(cube)`, 8-bit, truncated) at their full 512x512, and the bundled photo `examples/coffee.png` resized to
-the scenes' size and converted to camera RGB as `hsr reconstruct` does. Every pipeline runs at its shipped defaults (steps,
-tiles, `rgb_consistency=True`) on one torch thread, side by side in this one process, in the same order for every
-input; each time is the best of `--repeats` runs, so that background load inflates the ratios as little as possible.
+the scenes' size and converted to camera RGB as `hsr reconstruct` does. Every pipeline runs at its shipped defaults
+(steps, tiles, `rgb_consistency=True`) on one torch thread, side by side in this one process, in the same order for
+every input; each time is the best of `--repeats` runs, so that background load inflates the ratios as little as
+possible. The table goes to `benchmarks/results/<--output>.md`.
 
 MST++ is this package's MSTPlusPlus at the config of `train_scripts/configs/pixelgan_mst_plus_plus.json`, with random
 weights unless `--mst` names a trained pipeline folder: its cost does not depend on its weights.

@@ -238,8 +238,8 @@ def main(args: argparse.Namespace) -> None:
                 loss_d = torch.zeros((), device=fake_b.device)
                 if use_gan:
                     discriminator.requires_grad_(True)
-                    pred_fake = discriminator(torch.cat([real_a, fake_b.detach()], dim=1))
-                    pred_real = discriminator(torch.cat([real_a, real_b], dim=1))
+                    pred_fake = discriminator(torch.cat([real_a, fake_b.detach()], dim=1)).sample
+                    pred_real = discriminator(torch.cat([real_a, real_b], dim=1)).sample
                     loss_d = 0.5 * (criterion_gan(pred_fake, False) + criterion_gan(pred_real, True))
                     accelerator.backward(loss_d)
                     optimizer_d.step()
@@ -252,7 +252,7 @@ def main(args: argparse.Namespace) -> None:
                 if use_gan:
                     discriminator.requires_grad_(False)
                     loss_g = loss_g + args.gan_weight * criterion_gan(
-                        discriminator(torch.cat([real_a, fake_b], dim=1)), True
+                        discriminator(torch.cat([real_a, fake_b], dim=1)).sample, True
                     )
                 if args.sam_weight or args.mrae_weight:
                     loss_g = loss_g + spectral_loss(

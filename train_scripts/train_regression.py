@@ -3,9 +3,14 @@
     python train_scripts/train_regression.py --train_data_dir data/cave --output_dir runs/root-poly-cave
 
 Closed-form least squares from root-polynomial RGB features to the bands, fitted on random pixels of the training split
-with the RGB rendered exactly as the training scripts render it (`hsr_diffusers.training_utils.fit_root_polynomial`, the same fit as the
-residual estimator of `train_ddpm.py` and `train_pixelgan.py`). Seconds on a CPU. The saved folder loads with
-`HSRPipeline.from_pretrained` and evaluates with `hsr evaluate` like every learned model; the floor they must clear.
+with the RGB rendered exactly as the training scripts render it (`hsr_diffusers.training_utils.fit_root_polynomial`,
+the same fit as the residual estimator of `train_ddpm.py` and `train_pixelgan.py`). Seconds on a CPU.
+
+The result is saved as an `HSRPixelGANPipeline` whose `unet` is the `RootPolynomialRegression`: despite its name, that
+pipeline runs any feed-forward generator (the pix2pix generator, AWAN, MST++, this regression), and the contract a
+generator meets is written in its class docstring (`hsr_diffusers/pipelines/hsr_pixelgan/pipeline_hsr_pixelgan.py`).
+The saved folder loads with `HSRPipeline.from_pretrained` and evaluates with `hsr evaluate` like every learned model;
+it is the floor they must clear.
 """
 
 import argparse
@@ -93,7 +98,7 @@ def main(args: argparse.Namespace) -> None:
     )
     logger.info("Fitted degree-%d root polynomial on %d pixels in %.1f s.", args.degree, num_pixels, fit_seconds)
 
-    # 3. The released pipeline: the regression is the whole model, registered as `unet`
+    # 3. The released pipeline: the feed-forward pipeline with the regression as the whole model, registered as `unet`
     pipeline = HSRPixelGANPipeline(unet=model, wavelengths=wavelengths, response=response)
     pipeline.set_progress_bar_config(disable=True)
     values, _ = script_utils.validate(pipeline, validation_split, args, response, wavelengths, accelerator, {})
@@ -112,8 +117,9 @@ def write_model_card(args, train_split, num_pixels, fit_seconds, values, respons
 
 The closed-form floor of hsr-diffusers: per pixel, the spectrum is a linear map of the {num_terms} root-polynomial terms
 of the linear RGB (Finlayson, Mackiewicz and Hurlbert, IEEE TIP 2015), fitted by least squares. Exposure invariant, no
-spatial context, no iterations: every learned model should beat it. Saved as an `HSRPixelGANPipeline` whose `unet` is a
-`RootPolynomialRegression`; the pipeline's RGB-consistency projection applies as for the other models.
+spatial context, no iterations: every learned model should beat it. Saved as an `HSRPixelGANPipeline` (the pipeline for
+any feed-forward generator) whose `unet` is a `RootPolynomialRegression`; the pipeline's RGB-consistency projection
+applies as for the other models.
 
 ## How to use
 

@@ -69,7 +69,7 @@ class PixelDiscriminator(ModelMixin, ConfigMixin):
             nn.LeakyReLU(0.2, True),
             nn.Conv2d(ndf * 2, 1, kernel_size=1, stride=1, padding=0, bias=use_bias),
         )
-        self.apply(lambda module: _init_pix2pix_normal(module, init_gain))
+        self.apply(lambda module: _init_pix2pix_normal(module, self.config.init_gain))
 
     def forward(self, sample: torch.Tensor, return_dict: bool = True) -> HSRModelOutput | tuple[torch.Tensor]:
         r"""
@@ -136,7 +136,7 @@ class PatchDiscriminator(ModelMixin, ConfigMixin):
             ]
         layers += [nn.Conv2d(ndf * mult, 1, kernel_size=4, stride=1, padding=1)]
         self.model = nn.Sequential(*layers)
-        self.apply(lambda module: _init_pix2pix_normal(module, init_gain))
+        self.apply(lambda module: _init_pix2pix_normal(module, self.config.init_gain))
 
     def forward(self, sample: torch.Tensor, return_dict: bool = True) -> HSRModelOutput | tuple[torch.Tensor]:
         r"""

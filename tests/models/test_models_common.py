@@ -1,8 +1,9 @@
 """Contract tests run on every model class with tiny configs (timm `test_model_forward` style).
 
-The feed-forward models (generator, AWAN, MST++, root-polynomial regression) share one interface: `forward(sample,
-return_dict)` with RGB in `[-1, 1]` first, an `HSRModelOutput` whose `sample` is `[N, out_channels, H, W]`, and an int
-`downsample_factor`. Every model must survive `save_pretrained` -> `from_pretrained` exactly.
+Every model returns an `HSRModelOutput` from `forward(sample, return_dict)` (or the tuple `(sample,)`). The feed-forward
+models (generator, AWAN, MST++, root-polynomial regression) take RGB in `[-1, 1]` first, give a `sample` of
+`[N, out_channels, H, W]` and have an int `downsample_factor`; the discriminators give one logit map. Every model must
+survive `save_pretrained` -> `from_pretrained` exactly.
 """
 
 import json
@@ -42,7 +43,7 @@ FEED_FORWARD_CASES = [
     ("root_poly_deg3_extra_cond", RootPolynomialRegression, dict(degree=3, in_channels=5), 3, 4),
 ]
 
-# Discriminators score torch.cat([rgb, cube], 1) and return logits.
+# Discriminators score torch.cat([rgb, cube], 1) and return logits in `sample`.
 DISCRIMINATOR_CASES = [
     ("pixel_batch", PixelDiscriminator, dict(ndf=4, norm_type="batch"), 6, 5),
     ("pixel_instance_16_bands", PixelDiscriminator, dict(in_channels=3 + 16, ndf=4, norm_type="instance"), 6, 5),
@@ -75,6 +76,19 @@ def _input(model, height, width, seed=0):
     return floats_tensor((2, model.config.in_channels, height, width), seed=seed) * 2 - 1
 
 
+def _forward_output(model, sample):
+    """`model(sample).sample`, after checking the diffusers output contract: an `HSRModelOutput`, or with
+    `return_dict=False` the tuple of the same one tensor, finite."""
+    with torch.no_grad():
+        output = model(sample)
+        output_tuple = model(sample, return_dict=False)
+    assert isinstance(output, HSRModelOutput)
+    assert isinstance(output_tuple, tuple) and len(output_tuple) == 1
+    assert torch.equal(output_tuple[0], output.sample)
+    assert torch.isfinite(output.sample).all()
+    return output.sample
+
+
 @pytest.mark.parametrize(
     "case_id, cls, config, height, width", FEED_FORWARD_CASES, ids=[c[0] for c in FEED_FORWARD_CASES]
 )
@@ -83,16 +97,8 @@ def test_forward_contract(case_id, cls, config, height, width):
     assert isinstance(model.downsample_factor, int)
     assert height % model.downsample_factor == 0 and width % model.downsample_factor == 0
 
-    sample = _input(model, height, width)
-    with torch.no_grad():
-        output = model(sample)
-        output_tuple = model(sample, return_dict=False)
-
-    assert isinstance(output, HSRModelOutput)
-    assert output.sample.shape == (2, model.config.out_channels, height, width)
-    assert torch.isfinite(output.sample).all()
-    assert isinstance(output_tuple, tuple) and len(output_tuple) == 1
-    assert torch.equal(output_tuple[0], output.sample)
+    output = _forward_output(model, _input(model, height, width))
+    assert output.shape == (2, model.config.out_channels, height, width)
 
 
 @pytest.mark.parametrize(
@@ -113,11 +119,8 @@ def test_forward_has_gradients(case_id, cls, config, height, width):
 )
 def test_discriminator_forward(case_id, cls, config, height, width):
     model = _build(cls, config).eval()
-    pair = _input(model, height, width)
-    with torch.no_grad():
-        logits = model(pair)
+    logits = _forward_output(model, _input(model, height, width))
     assert logits.ndim == 4 and logits.shape[:2] == (2, 1)
-    assert torch.isfinite(logits).all()
 
 
 @pytest.mark.parametrize("case_id, cls, config, height, width", ALL_CASES, ids=[c[0] for c in ALL_CASES])
@@ -152,10 +155,7 @@ def test_save_load_roundtrip(case_id, cls, config, height, width, tmp_path):
         assert running_means and any(state[k].abs().sum() > 0 for k in running_means)
 
     with torch.no_grad():
-        expected, actual = model(sample), loaded(sample)
-    if isinstance(expected, HSRModelOutput):
-        expected, actual = expected.sample, actual.sample
-    assert torch.equal(expected, actual)
+        assert torch.equal(model(sample).sample, loaded(sample).sample)
 
 
 @pytest.mark.parametrize("case_id, cls, config, height, width", ALL_CASES, ids=[c[0] for c in ALL_CASES])
