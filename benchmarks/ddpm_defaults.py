@@ -17,7 +17,7 @@ import torch
 from common import fixed_crops, markdown_table, photo_rgb, write_result
 
 from hsr_diffusers import HSRPipeline, metrics
-from hsr_diffusers.spectral import render_rgb
+from hsr_diffusers.training_utils import render_training_rgb
 
 
 def parse_args(argv=None):
@@ -101,7 +101,7 @@ def score_model(args, model: str, crops: list, timing_image: np.ndarray) -> list
         for steps in args.steps:
             rmse, sam = [], []
             for _, cube in crops:
-                rgb = render_rgb(cube, pipe.config.response) / np.float32(255)
+                rgb = render_training_rgb(cube, pipe.config.response, pipe.config.wavelengths).astype(np.float32)
                 generator = torch.Generator().manual_seed(args.seed)
                 pred = pipe(
                     rgb, num_inference_steps=steps, tile_size=tile_size, tile_overlap=tile_overlap, generator=generator

@@ -202,34 +202,48 @@ def render_rgb(
     return _simulate_capture(linear, seed, shot_noise, read_noise, jpeg_quality)
 
 
-def _simulate_capture(linear: np.ndarray, seed, shot_noise: float, read_noise: float, jpeg_quality: int) -> np.ndarray:
-    from PIL import Image
-    from scipy.ndimage import convolve
-
-    if linear.ndim != 3:
-        raise ValueError(f"'real_world' rendering takes one (H, W, bands) cube, got an RGB of shape {linear.shape}.")
-    rng = np.random.default_rng(seed)
-    height, width, _ = linear.shape
-    # RGGB Bayer pattern: one colour sample per photosite.
+def bayer_mosaic(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Samples `(H, W, 3)` RGB on an RGGB Bayer mosaic: returns the `(H, W)` raw image and the `(H, W, 3)` masks."""
+    height, width, _ = rgb.shape
     masks = np.zeros((height, width, 3), dtype=bool)
     masks[0::2, 0::2, 0] = True
     masks[0::2, 1::2, 1] = True
     masks[1::2, 0::2, 1] = True
     masks[1::2, 1::2, 2] = True
-    raw = (linear * masks).sum(axis=-1)
-    raw = raw + rng.normal(size=raw.shape) * np.sqrt(shot_noise * np.clip(raw, 0, None) + read_noise**2)
-    raw = np.clip(raw, 0.0, 1.0)
-    # Bilinear demosaicing: normalised convolution of each colour plane's samples.
+    return (rgb * masks).sum(axis=-1), masks
+
+
+def bilinear_demosaic(raw: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Bilinear demosaicing of a [`bayer_mosaic`] raw image: normalised convolution of each colour plane's samples."""
+    from scipy.ndimage import convolve
+
     kernel = np.array([[0.25, 0.5, 0.25], [0.5, 1.0, 0.5], [0.25, 0.5, 0.25]])
     planes = []
     for channel in range(3):
         mask = masks[..., channel].astype(np.float64)
-        weights = convolve(mask, kernel, mode="mirror")
-        planes.append(convolve(raw * mask, kernel, mode="mirror") / weights)
-    rgb8 = (np.clip(np.stack(planes, axis=-1), 0, 1) * 255 + 0.5).astype(np.uint8)
+        planes.append(convolve(raw * mask, kernel, mode="mirror") / convolve(mask, kernel, mode="mirror"))
+    return np.stack(planes, axis=-1)
+
+
+def jpeg_roundtrip(rgb8: np.ndarray, quality: int) -> np.ndarray:
+    """Encodes `(H, W, 3)` uint8 as a JPEG of `quality` (4:2:0 chroma, PIL's default) and decodes it."""
+    from PIL import Image
+
     buffer = io.BytesIO()
-    Image.fromarray(rgb8).save(buffer, format="JPEG", quality=jpeg_quality)
-    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    Image.fromarray(rgb8).save(buffer, format="JPEG", quality=int(quality))
+    with Image.open(io.BytesIO(buffer.getvalue())) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _simulate_capture(linear: np.ndarray, seed, shot_noise: float, read_noise: float, jpeg_quality: int) -> np.ndarray:
+    if linear.ndim != 3:
+        raise ValueError(f"'real_world' rendering takes one (H, W, bands) cube, got an RGB of shape {linear.shape}.")
+    rng = np.random.default_rng(seed)
+    raw, masks = bayer_mosaic(linear)  # one colour sample per photosite
+    raw = raw + rng.normal(size=raw.shape) * np.sqrt(shot_noise * np.clip(raw, 0, None) + read_noise**2)
+    raw = np.clip(raw, 0.0, 1.0)
+    rgb8 = (np.clip(bilinear_demosaic(raw, masks), 0, 1) * 255 + 0.5).astype(np.uint8)
+    return jpeg_roundtrip(rgb8, jpeg_quality)
 
 
 def srgb_preview(

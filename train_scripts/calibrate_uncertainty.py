@@ -24,7 +24,7 @@ from hsr_diffusers import HSRDiffusionPipeline
 from hsr_diffusers.data import get_cube
 from hsr_diffusers.data.degradation import PhotoDegradation
 from hsr_diffusers.pipelines.auto_pipeline import resolve_pretrained
-from hsr_diffusers.spectral import render_rgb
+from hsr_diffusers.training_utils import render_training_rgb
 
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def normalised_errors(pipe: HSRDiffusionPipeline, split: datasets.Dataset, args)
             left = int(rng.integers(0, width - args.crop_size + 1))
             patch = cube[top : top + args.crop_size, left : left + args.crop_size]
             if crop % 2 == 0:
-                rgb = render_rgb(patch, response, wavelengths=wavelengths) / np.float32(255.0)
+                rgb = render_training_rgb(patch, response, wavelengths).astype(np.float32)
             else:
                 rgb = degradation.with_updates(clean_probability=0.0)(patch, response, wavelengths, rng)
             output = pipe(

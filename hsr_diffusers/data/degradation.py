@@ -8,7 +8,6 @@ fraction of patches keeps the clean NTIRE 2020 render. Every draw comes from a `
 degradation is reproducible from its seed.
 """
 
-import io
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
@@ -21,7 +20,6 @@ __all__ = [
     "PhotoSettings",
     "bayer_demosaic",
     "camera_correction",
-    "jpeg_roundtrip",
     "render_photo",
     "training_cameras",
 ]
@@ -75,32 +73,10 @@ def camera_correction(camera: str, target: str | np.ndarray, wavelengths) -> np.
 
 
 def bayer_demosaic(rgb: np.ndarray) -> np.ndarray:
-    """Samples `(H, W, 3)` linear RGB on an RGGB Bayer mosaic and demosaics it bilinearly (normalised convolution)."""
-    from scipy.ndimage import convolve
+    """Samples `(H, W, 3)` linear RGB on an RGGB Bayer mosaic and demosaics it bilinearly."""
+    from hsr_diffusers.spectral import bayer_mosaic, bilinear_demosaic
 
-    height, width, _ = rgb.shape
-    masks = np.zeros((height, width, 3), dtype=bool)
-    masks[0::2, 0::2, 0] = True
-    masks[0::2, 1::2, 1] = True
-    masks[1::2, 0::2, 1] = True
-    masks[1::2, 1::2, 2] = True
-    raw = (rgb * masks).sum(axis=-1)  # [H, W]: one colour sample per photosite
-    kernel = np.array([[0.25, 0.5, 0.25], [0.5, 1.0, 0.5], [0.25, 0.5, 0.25]])
-    planes = []
-    for channel in range(3):
-        mask = masks[..., channel].astype(np.float64)
-        planes.append(convolve(raw * mask, kernel, mode="mirror") / convolve(mask, kernel, mode="mirror"))
-    return np.stack(planes, axis=-1)
-
-
-def jpeg_roundtrip(rgb8: np.ndarray, quality: int) -> np.ndarray:
-    """Encodes `(H, W, 3)` uint8 as a JPEG of `quality` (4:2:0 chroma, PIL's default) and decodes it."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(rgb8).save(buffer, format="JPEG", quality=int(quality))
-    with Image.open(io.BytesIO(buffer.getvalue())) as image:
-        return np.asarray(image.convert("RGB"))
+    return bilinear_demosaic(*bayer_mosaic(rgb))
 
 
 @dataclass(frozen=True)
@@ -150,7 +126,7 @@ def render_photo(
     """
     import colour
 
-    from hsr_diffusers.spectral import rendering_matrix, srgb_to_linear
+    from hsr_diffusers.spectral import jpeg_roundtrip, rendering_matrix, srgb_to_linear
 
     rgb = cube.astype(np.float64) @ rendering_matrix(settings.camera, wavelengths)  # [H, W, 3]
     signal = rgb * settings.exposure

@@ -11,11 +11,17 @@ from hsr_diffusers.data.degradation import (
     PhotoSettings,
     bayer_demosaic,
     camera_correction,
-    jpeg_roundtrip,
     render_photo,
     training_cameras,
 )
-from hsr_diffusers.spectral import DEFAULT_RESPONSE, WAVELENGTHS, list_responses, render_rgb, rendering_matrix
+from hsr_diffusers.spectral import (
+    DEFAULT_RESPONSE,
+    WAVELENGTHS,
+    jpeg_roundtrip,
+    list_responses,
+    render_rgb,
+    rendering_matrix,
+)
 from tests.testing_utils import smooth_cube
 
 
