@@ -1,7 +1,7 @@
 """Training throughput (patches per second) and peak memory of both training scripts on CPU: streaming vs in-memory
 data, and 1 vs 2 processes.
 
-    python benchmarks/training_throughput.py --data /work/runs/cave
+    python benchmarks/training_throughput.py --data runs/cave
 
 Each script (`train_ddpm.py`, `train_pixelgan.py`) at `--preset` runs with the streaming loader (patches read from the
 memory-mapped Arrow files) and with `--in_memory` (every cube loaded into RAM up front), each in three layouts written
