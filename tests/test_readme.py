@@ -33,14 +33,14 @@ def test_readme_python_snippet_runs(tmp_path, monkeypatch, capsys):
     namespace = {"__name__": "__readme__"}
     exec(compile(readme_snippet(), "README.md", "exec"), namespace)  # a stale README raises here
 
-    # What the snippet's comments promise, where it names the values.
-    if "cube" in namespace:
-        cube = np.asarray(namespace["cube"])
-        assert cube.shape == (48, 64, 31) and np.isfinite(cube).all() and 0 <= cube.min() and cube.max() <= 1
-    if "sigma" in namespace:
-        assert np.asarray(namespace["sigma"]).min() >= 0
-    if "preview" in namespace:
-        assert np.asarray(namespace["preview"]).dtype == np.uint8
+    # What the snippet's comments promise, under the names it gives them: a README that renames them fails here.
+    missing = [name for name in ("cube", "sigma", "preview") if name not in namespace]
+    assert not missing, f"the README snippet no longer defines {missing}"
+    cube, sigma, preview = (np.asarray(namespace[name]) for name in ("cube", "sigma", "preview"))
+    assert cube.shape == sigma.shape == (48, 64, 31)  # (H, W, 31) mean and per-band standard deviation
+    assert np.isfinite(cube).all() and 0 <= cube.min() and cube.max() <= 1
+    assert np.isfinite(sigma).all() and sigma.min() >= 0 and sigma.max() > 0  # several samples: a spread
+    assert preview.dtype == np.uint8 and preview.shape[-3:] == (48, 64, 3) and preview.size == 48 * 64 * 3
     printed = capsys.readouterr().out
     if "print(list_pretrained())" in readme_snippet():
         from hsr_diffusers import list_pretrained

@@ -8,18 +8,28 @@ the true values lie within ±2σ, on random crops of the *training* scenes, half
 half as photos (`PhotoDegradation` with its default ranges and the training cameras). This is split-conformal
 calibration with the normalised score `|error| / σ`. The per-band factors are written to the pipeline's
 `model_index.json` as `uncertainty_scale`, which `HSRDiffusionPipeline` multiplies into `uncertainty`, so
-`from_pretrained` restores them. The validation scenes are never read.
+`from_pretrained` restores them, and a short "Uncertainty calibration" section is added to the folder's model card
+(`README.md`) when it has one. The validation scenes are never read.
+
+Without `--output_dir` a local model folder is rewritten in place; a bundled model (`hsr-diffusers/ddpm-cave`, inside
+the installed package) or a Hub id needs `--output_dir`, which then receives the whole calibrated pipeline.
 """
 
 import argparse
 import json
 import logging
+import shlex
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 import datasets
 import numpy as np
+import script_data
 import torch
 
+import hsr_diffusers
 from hsr_diffusers import HSRDiffusionPipeline
 from hsr_diffusers.data import get_cube
 from hsr_diffusers.data.degradation import PhotoDegradation
@@ -34,8 +44,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--model", required=True, help="A released HSRDiffusionPipeline folder (rewritten in place).")
-    parser.add_argument("--train_data_dir", required=True, help="A dataset folder written by `hsr data prepare`.")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="A released HSRDiffusionPipeline: a local folder (rewritten in place without --output_dir), a bundled "
+        "name (hsr-diffusers/ddpm-cave) or a Hub id.",
+    )
+    parser.add_argument(
+        "--output_dir",
+        default=None,
+        help="Where the calibrated pipeline is written (the whole pipeline, with the model card when the model folder "
+        "has one). Default: --model itself when it is a local folder outside the package's bundled models; required "
+        "for bundled names and Hub ids.",
+    )
+    parser.add_argument(
+        "--train_data_dir",
+        required=True,
+        help="A dataset folder written by `hsr data prepare`, or a raw folder (cube files, or CAVE scene folders of "
+        "band PNGs: with feathers and glass_tiles present, the built-in split's training scenes) prepared on the fly "
+        "into a temporary folder.",
+    )
     parser.add_argument("--train_split", default="train")
     parser.add_argument("--crops_per_scene", type=int, default=2, help="Random crops per scene and input kind.")
     parser.add_argument("--crop_size", type=int, default=128)
@@ -46,7 +74,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 0 < args.coverage < 1:
         parser.error(f"--coverage must be in (0, 1), got {args.coverage}")
+    if args.output_dir is None and not args.dry_run:
+        if is_bundled(args.model):
+            parser.error(
+                f"--model {args.model} is a model bundled inside the installed package, which calibration must not "
+                "rewrite: pass --output_dir for the calibrated pipeline."
+            )
+        if not (Path(args.model) / "model_index.json").is_file():
+            parser.error(
+                f"--model {args.model} is not a local pipeline folder to rewrite in place (a Hub id?): pass --output_dir "
+                "for the calibrated pipeline."
+            )
+        args.output_dir = args.model
+    arguments = sys.argv[1:] if argv is None else argv
+    args.command = shlex.join(["python", "train_scripts/calibrate_uncertainty.py", *arguments])
     return args
+
+
+def is_bundled(model: str) -> bool:
+    """Whether `--model` names (or is the folder of) a model bundled in the package's `pretrained/` folder."""
+    bundled = Path(hsr_diffusers.__file__).resolve().parent / "pretrained"
+    return Path(resolve_pretrained(model)).resolve().is_relative_to(bundled)
 
 
 def normalised_errors(pipe: HSRDiffusionPipeline, split: datasets.Dataset, args) -> np.ndarray:
@@ -82,12 +130,16 @@ def normalised_errors(pipe: HSRDiffusionPipeline, split: datasets.Dataset, args)
 
 def main(args: argparse.Namespace) -> dict:
     logging.basicConfig(format="%(asctime)s - %(message)s", level=logging.INFO)
-    folder = Path(resolve_pretrained(args.model))
-    pipe = HSRDiffusionPipeline.from_pretrained(folder)
+    source = resolve_pretrained(args.model)  # a folder, or a Hub id for `from_pretrained` to download
+    pipe = HSRDiffusionPipeline.from_pretrained(source)
     pipe.set_progress_bar_config(disable=True)
-    split = datasets.load_from_disk(args.train_data_dir)[args.train_split]
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = script_data.prepare_data_dir(args.train_data_dir, Path(tmp) / "prepared", pipe.config.response)
+        split = datasets.load_from_disk(str(data_dir))[args.train_split]
+        scores = normalised_errors(pipe, split, args)  # [values, bands]
+        num_scenes = len(split)
+        del split  # memory-mapped from the temporary folder
 
-    scores = normalised_errors(pipe, split, args)  # [values, bands]
     # ±2 s σ holds `coverage` of the values of a band when 2 s is that quantile of the band's normalised errors.
     scale = np.quantile(scores, args.coverage, axis=0) / 2.0
     raw = float(np.mean(scores <= 2.0))
@@ -97,6 +149,7 @@ def main(args: argparse.Namespace) -> dict:
         "raw_within_2sigma": raw,
         "calibrated_within_2sigma": calibrated,
         "num_values": int(scores.shape[0] * scores.shape[1]),
+        "num_scenes": num_scenes,
     }
     logger.info(
         "Within ±2σ on the training crops: %.1f %% raw, %.1f %% calibrated; scale %.2f-%.2f",
@@ -106,10 +159,47 @@ def main(args: argparse.Namespace) -> dict:
         scale.max(),
     )
     if not args.dry_run:
+        output = Path(args.output_dir)
         pipe.register_to_config(uncertainty_scale=summary["uncertainty_scale"])
-        pipe.save_pretrained(folder)
-        (folder / "uncertainty_calibration.json").write_text(json.dumps({**summary, "args": vars(args)}, indent=2))
+        pipe.save_pretrained(output)
+        card = Path(source, "README.md")  # the model folder's card, carried to a new output folder
+        if card.is_file() and not (output / "README.md").is_file():
+            shutil.copyfile(card, output / "README.md")
+        (output / "uncertainty_calibration.json").write_text(json.dumps({**summary, "args": vars(args)}, indent=2))
+        if (output / "README.md").is_file():
+            add_card_section(output / "README.md", card_section(summary, args))
+        logger.info("Saved the calibrated pipeline in %s", output)
     return summary
+
+
+CARD_HEADING = "## Uncertainty calibration"
+
+
+def card_section(summary: dict, args) -> str:
+    """The model card's account of the calibration: factors, target, coverage before and after, and the command."""
+    scale = summary["uncertainty_scale"]
+    crops = 2 * args.crops_per_scene * summary["num_scenes"]
+    sentences = [
+        "`uncertainty` (the per-band standard deviation of `num_samples` samples) is multiplied by per-band factors of "
+        f"{min(scale):.2f}-{max(scale):.2f}, stored as `uncertainty_scale` in `model_index.json` and restored by "
+        "`from_pretrained`.",
+        f"They were fitted on the training scenes only ({crops} random {args.crop_size}x{args.crop_size} crops of "
+        f"{summary['num_scenes']} scenes, half clean renders and half photo-degraded, {args.num_samples} samples each) "
+        f"so that {args.coverage:.0%} of the true values lie within ±2σ (split-conformal, score |error| / σ).",
+        f"On those crops {summary['raw_within_2sigma']:.1%} of the values were within ±2σ before calibration and "
+        f"{summary['calibrated_within_2sigma']:.1%} after.",
+    ]
+    return f"{CARD_HEADING}\n\n" + "\n".join(sentences) + f"\n\n```bash\n{args.command}\n```\n"
+
+
+def add_card_section(card: Path, section: str) -> None:
+    """Appends `section` to a model card, replacing the section of an earlier calibration."""
+    text = card.read_text()
+    if CARD_HEADING in text:
+        start = text.index(CARD_HEADING)
+        end = text.find("\n## ", start + len(CARD_HEADING))
+        text = text[:start] + (text[end + 1 :] if end != -1 else "")
+    card.write_text(text.rstrip("\n") + "\n\n" + section)
 
 
 if __name__ == "__main__":

@@ -10,38 +10,27 @@ sample. The loop, checkpoints, EMA, validation and release are those of `train_d
 """
 
 import argparse
-import math
+import functools
 
-import script_utils
+import script_args
+import script_data
+import script_ddpm
+import script_training
 import torch
 import torch.nn.functional as F
 from accelerate.logging import get_logger
 from diffusers import DDPMScheduler, UNet2DModel
-from diffusers.optimization import get_scheduler
-from diffusers.training_utils import EMAModel
-from tqdm.auto import tqdm
 
 from hsr_diffusers import HSRDiffusionPipeline
-from hsr_diffusers.training_utils import read_checkpoint_meta, save_checkpoint, spectral_loss, write_model_card
+from hsr_diffusers.training_utils import spectral_loss
 
 
 logger = get_logger(__name__, log_level="INFO")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=script_utils.HelpFormatter)
-    parser.add_argument(
-        "--distill_from",
-        type=str,
-        required=True,
-        help="The teacher: a released HSRDiffusionPipeline folder or a bundled name (hsr-diffusers/ddpm-cave). The "
-        "student takes its estimator, residual scale, noise schedule and prediction type ('sample' or "
-        "'v_prediction'; 'epsilon' teachers are refused).",
-    )
-    parser.add_argument(
-        "--teacher_steps", type=int, default=None, help="Teacher sampling steps; None: the teacher's own default."
-    )
-    script_utils.add_training_args(
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=script_args.HelpFormatter)
+    script_args.add_training_args(
         parser,
         pretrained_help="Start the student from this released pipeline's UNet (an earlier student, a folder or a "
         "bundled name) instead of the teacher's.",
@@ -50,23 +39,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # small learning rate keeps Adam's first steps from throwing the student off its teacher.
     parser.set_defaults(learning_rate=1e-4, resolution=64, train_batch_size=16)
     distill = parser.add_argument_group("distillation")
-    distill.add_argument("--loss", type=str, default="mse", choices=["mse", "l1"])
-    distill.add_argument("--use_ema", action="store_true")
-    distill.add_argument("--ema_decay", type=float, default=0.999)
     distill.add_argument(
-        "--inference_scheduler",
+        "--distill_from",
         type=str,
-        default="ddim",
-        choices=sorted(script_utils.INFERENCE_SCHEDULERS),
+        required=True,
+        help="The teacher: a released HSRDiffusionPipeline folder or a bundled name (hsr-diffusers/ddpm-cave). The "
+        "student takes its estimator, residual scale, noise schedule and prediction type ('sample' or "
+        "'v_prediction'; 'epsilon' teachers are refused).",
+    )
+    distill.add_argument(
+        "--teacher_steps", type=int, default=None, help="Teacher sampling steps; None: the teacher's own default."
+    )
+    distill.add_argument("--loss", type=str, default="mse", choices=["mse", "l1"])
+    script_ddpm.add_inference_args(
+        distill,
+        validation_inference_steps=1,
         help="Scheduler saved with the student (and used for validation), built from the teacher's training config.",
     )
-    distill.add_argument("--validation_inference_steps", type=int, default=1)
-    return script_utils.parse_training_args(parser, "distill_ddpm.py", argv)
+    return script_args.parse_training_args(parser, "distill_ddpm.py", argv)
 
 
 def load_teacher(args: argparse.Namespace, accelerator, wavelengths: list) -> HSRDiffusionPipeline:
     """The released pipeline to distil from, frozen; the student's residual settings are set to its own."""
-    args.distill_from = script_utils.resolve_model(args.distill_from)
+    args.distill_from = script_data.resolve_model(args.distill_from)
     teacher = HSRDiffusionPipeline.from_pretrained(args.distill_from).to(accelerator.device)
     if list(teacher.config.wavelengths) != list(wavelengths):
         raise ValueError(
@@ -92,18 +87,16 @@ def load_teacher(args: argparse.Namespace, accelerator, wavelengths: list) -> HS
 
 
 def main(args: argparse.Namespace) -> None:
-    checkpoint, global_step = script_utils.resolve_resume(args)
-    timer = script_utils.Timer(read_checkpoint_meta(checkpoint).get("wall_time_minutes", 0.0))
-    accelerator = script_utils.make_accelerator(args)
+    checkpoint, global_step, timer = script_training.resolve_resume(args)
+    accelerator = script_training.make_accelerator(args)
 
     # 1. Data
-    train_split, validation_split, response = script_utils.load_splits(args, accelerator)
-    wavelengths = script_utils.dataset_wavelengths(train_split)
-    train_dataset = script_utils.make_train_dataset(args, train_split, response)
+    train_split, validation_split, response, wavelengths = script_data.load_splits(args, accelerator)
+    train_dataset = script_data.make_train_dataset(args, train_split, response)
 
     # 2. Models: the frozen teacher; the student starts as the teacher (or an earlier student) with its estimator
     teacher = load_teacher(args, accelerator, wavelengths)
-    start = script_utils.resolve_model(args.pretrained_model_name_or_path or args.distill_from)
+    start = script_data.resolve_model(args.pretrained_model_name_or_path or args.distill_from)
     unet = UNet2DModel.from_pretrained(start, subfolder="unet")
     noise_scheduler = DDPMScheduler.from_config(teacher.scheduler.config)
     pipeline = HSRDiffusionPipeline(
@@ -116,64 +109,39 @@ def main(args: argparse.Namespace) -> None:
     )
     processor = pipeline.image_processor
 
-    ema_unet = None
-    if args.use_ema:
-        ema_unet = EMAModel(unet.parameters(), decay=args.ema_decay, model_cls=UNet2DModel, model_config=unet.config)
-        ema_unet.to(accelerator.device)
-    script_utils.register_unet_hooks(accelerator, ema_unet)
+    # Copied from train_ddpm.main with train_ddpm->distill_ddpm
+    ema_unet = script_training.make_ema(args, unet, accelerator)
+    script_training.register_checkpoint_hooks(accelerator, UNet2DModel, ema_unet)
 
-    # 3. Optimiser, data loader, LR schedule
+    # 3. Optimiser, data loader, LR schedule, and the generator of the noise (saved in each checkpoint)
     optimizer = torch.optim.Adam(unet.parameters(), lr=args.learning_rate)
-    train_dataloader = script_utils.make_train_dataloader(args, train_dataset, accelerator)
-    steps_per_epoch = math.ceil(len(train_dataloader) / accelerator.num_processes / args.gradient_accumulation_steps)
-    max_train_steps = args.max_train_steps or args.num_epochs * steps_per_epoch
-    num_epochs = math.ceil(max_train_steps / steps_per_epoch)
-    lr_scheduler = get_scheduler(
-        args.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=max_train_steps * accelerator.num_processes,
+    train_dataloader = script_data.make_train_dataloader(args, train_dataset, accelerator)
+    progress = script_training.TrainingProgress(
+        args, accelerator, train_dataloader, timer, checkpoint_meta={"residual_scale": args.residual_scale}
     )
+    lr_scheduler = progress.lr_scheduler(optimizer)
     unet, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
         unet, optimizer, train_dataloader, lr_scheduler
     )
-    noise_generator = script_utils.CheckpointedGenerator(args.seed + accelerator.process_index, accelerator.device)
+    noise_generator = script_training.CheckpointedGenerator(args.seed + accelerator.process_index, accelerator.device)
     accelerator.register_for_checkpointing(noise_generator)
-    if accelerator.is_main_process and args.report_to != "none":
-        accelerator.init_trackers(
-            "distill_ddpm", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
-        )
-
-    # 4. Resume: restores weights, optimiser, LR schedule and RNG states; the data position is skipped to below
-    first_epoch, resume_batches = 0, 0
-    if checkpoint is not None:
-        accelerator.print(f"Resuming from {checkpoint}")
-        accelerator.load_state(str(checkpoint))
-        first_epoch = global_step // steps_per_epoch
-        resume_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
-
-    logger.info(f"{len(train_split)} scenes, {len(train_dataset)} patches per epoch, {max_train_steps} steps")
-    if checkpoint is not None and script_utils.budget_spent(accelerator, timer, args.max_train_minutes):
-        max_train_steps = global_step  # resumed after the time budget was spent: release this checkpoint as it is
-    progress_bar = tqdm(
-        range(max_train_steps), initial=global_step, disable=not accelerator.is_local_main_process, desc="Steps"
+    validate = functools.partial(
+        script_ddpm.validate_ddpm, args, accelerator, unet, ema_unet, noise_scheduler, pipeline, validation_split
     )
+
+    # 4. Train, resuming from a checkpoint: weights, optimiser, LR schedule and RNG states, then the data position
+    logger.info(f"{len(train_split)} scenes, {len(train_dataset)} patches per epoch, {progress.max_train_steps} steps")
+    progress.start("distill_ddpm", checkpoint, global_step)
     scale = args.residual_scale
+    # End of the copy from train_ddpm.main
     # The one timestep the released one-step sampler visits (the noisiest, with trailing spacing).
-    sampler = script_utils.inference_scheduler(args.inference_scheduler, noise_scheduler.config)
+    sampler = script_ddpm.inference_scheduler(args.inference_scheduler, noise_scheduler.config)
     sampler.set_timesteps(1)
     student_timestep = int(sampler.timesteps[0])
-    for epoch in range(first_epoch, num_epochs):
-        if global_step >= max_train_steps:
-            break  # resumed from the final checkpoint: nothing left to train
+    for epoch in progress.epochs():
         unet.train()
-        train_dataset.set_epoch(epoch)
-        train_dataloader.set_epoch(epoch)
-        batches = train_dataloader
-        if epoch == first_epoch and resume_batches:
-            batches = accelerator.skip_first_batches(train_dataloader, resume_batches)
-        for batch in batches:
-            condition, base, _ = script_utils.ddpm_condition(pipeline, batch)
+        for batch in progress.epoch_batches(epoch, train_dataset, train_dataloader):
+            condition, base, _ = script_ddpm.ddpm_condition(pipeline, batch)
             # From the pure noise the sampler starts with, the teacher's sample for it is the target.
             noise = torch.randn(base.shape, generator=noise_generator.generator, device=base.device)
             timesteps = torch.full((base.shape[0],), student_timestep, device=base.device)
@@ -202,51 +170,19 @@ def main(args: argparse.Namespace) -> None:
                 loss = error(output.float(), target.float(), reduction="none").mean(dim=(1, 2, 3)).mean()
                 if args.sam_weight or args.mrae_weight:  # the student's projected cube against the teacher's sample
                     loss = loss + spectral_loss(predicted.clamp(0, 1), sampled, args.sam_weight, args.mrae_weight)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(unet.parameters(), args.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad()
+                # Copied from train_ddpm.main
+                script_training.optimizer_step(accelerator, loss, unet, optimizer, lr_scheduler, args.max_grad_norm)
 
-            if not accelerator.sync_gradients:
-                continue
-            if ema_unet is not None:
-                ema_unet.step(unet.parameters())
-            global_step += 1
-            progress_bar.update(1)
             logs = {"loss": loss.detach().item(), "lr": lr_scheduler.get_last_lr()[0]}
-            progress_bar.set_postfix(**logs)
-            accelerator.log(logs, step=global_step)
-
-            if global_step % args.checkpointing_steps == 0:
-                meta = {"wall_time_minutes": timer.minutes(), "residual_scale": args.residual_scale}
-                save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit, meta)
-                if script_utils.budget_spent(accelerator, timer, args.max_train_minutes):
-                    max_train_steps = global_step  # the time budget ends the run at this checkpoint
-            if global_step % args.validation_steps == 0 and global_step < max_train_steps:
-                values, grid = script_utils.validate_ddpm(
-                    args, accelerator, unet, ema_unet, noise_scheduler, pipeline, validation_split
-                )
-                script_utils.log_validation(accelerator, values, grid, global_step)
-            if global_step >= max_train_steps:
+            if accelerator.sync_gradients and progress.end_of_step(logs, unet, ema_unet, validate):
                 break
-        if global_step >= max_train_steps:
-            break
 
-    # 5. Validate and save the released student (EMA weights when enabled) with a model card of this run's settings
-    accelerator.wait_for_everyone()
-    values, grid = script_utils.validate_ddpm(
-        args, accelerator, unet, ema_unet, noise_scheduler, pipeline, validation_split
-    )
-    script_utils.log_validation(accelerator, values, grid, global_step)
+    # 5. Validate and save the released pipeline (EMA weights when enabled) with a model card of this run's settings
+    facts = progress.final_validation(validate, train_split, validation_split, response)
     if accelerator.is_main_process:
-        final = script_utils.build_ddpm_pipeline(accelerator, unet, ema_unet, noise_scheduler, pipeline, args)
-        final.save_pretrained(args.output_dir)
-        facts = script_utils.run_facts(
-            args, accelerator, timer, global_step, train_split, validation_split, values, response
-        )
-        facts.update(script_utils.ddpm_card_facts(args, noise_scheduler))
+        final = script_ddpm.build_ddpm_pipeline(accelerator, unet, ema_unet, noise_scheduler, pipeline, args)
+        facts.update(script_ddpm.ddpm_card_facts(args, noise_scheduler))
+        # End of the copy from train_ddpm.main
         facts["loss"] = f"{args.loss.upper()} against the teacher's samples"
         size = f"{sum(p.numel() for p in final.unet.parameters()):,} parameters"
         facts["model"] = f"`UNet2DModel` of the teacher, {size}"
@@ -255,15 +191,10 @@ def main(args: argparse.Namespace) -> None:
             f"distilled into one step from the teacher `{args.distill_from}` ({args.teacher_steps}-step samples, "
             f"Luhman & Luhman 2021), starting from the UNet of {student}"
         )
-        write_model_card(args.output_dir, facts, script_utils.card_template(args.model_card))
-        if args.push_to_hub:
-            script_utils.push_folder(args, args.output_dir)
-    accelerator.wait_for_everyone()
-    # Release the DDP wrapper (and its gloo reducer) while the process group still exists: dropping it after
-    # `end_training` destroyed the group can hang the process at exit.
-    del unet, optimizer, train_dataloader, lr_scheduler
-    accelerator.free_memory()
-    accelerator.end_training()
+        script_training.save_release(args, final, facts)
+    # Drop the prepared objects (with any DDP wrapper) before script_training.end_training ends the process group.
+    del unet, optimizer, train_dataloader, lr_scheduler, validate
+    script_training.end_training(accelerator)
 
 
 if __name__ == "__main__":

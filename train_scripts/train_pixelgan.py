@@ -9,16 +9,16 @@ frozen during the generator step. `--gan_weight 0` trains the generator as a pla
 """
 
 import argparse
-import math
+import functools
 import os
 
-import script_utils
+import script_args
+import script_data
+import script_training
+import script_validation
 import torch
 import torch.nn as nn
 from accelerate.logging import get_logger
-from diffusers.optimization import get_scheduler
-from diffusers.training_utils import EMAModel
-from tqdm.auto import tqdm
 
 from hsr_diffusers import (
     AWAN,
@@ -28,7 +28,7 @@ from hsr_diffusers import (
     PatchDiscriminator,
     PixelDiscriminator,
 )
-from hsr_diffusers.training_utils import read_checkpoint_meta, save_checkpoint, spectral_loss, write_model_card
+from hsr_diffusers.training_utils import spectral_loss
 
 
 logger = get_logger(__name__, log_level="INFO")
@@ -50,21 +50,17 @@ class GANLoss(nn.Module):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=script_utils.HelpFormatter)
-    parser.add_argument(
-        "--model_config",
-        type=str,
-        default="small",
-        help="Preset name (tiny, small, base, awan, mst_plus_plus: train_scripts/configs/pixelgan_<name>.json) or a "
-        "JSON path with 'generator', 'unet' (generator kwargs), 'discriminator' and 'training' sections.",
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=script_args.HelpFormatter)
+    script_args.add_model_config_arg(
+        parser, "pixelgan", sections="'generator', 'unet' (generator kwargs), 'discriminator' and 'training'"
     )
-    script_utils.add_training_args(
+    script_args.add_training_args(
         parser,
         pretrained_help="Fine-tune a released pipeline (a folder, or a bundled name such as "
         "hsr-diffusers/pixelgan-cave): start from its generator and estimator. The architecture then comes from it, "
         "not from --model_config; pass the matching --generator.",
     )
-    script_utils.add_residual_args(parser)
+    script_args.add_residual_args(parser)
     gan = parser.add_argument_group("GAN (defaults from pix2pix_model.py and options/train_options.py)")
     gan.add_argument("--generator", type=str, default=None, choices=sorted(GENERATORS), help="None: the preset's.")
     gan.add_argument("--discriminator", type=str, default="pixel", choices=sorted(DISCRIMINATORS))
@@ -77,34 +73,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--gan_weight", type=float, default=1.0, help="Weight of the adversarial term; 0 = plain regressor."
     )
     gan.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (pix2pix --beta1 0.5).")
-    gan.add_argument("--use_ema", action="store_true", help="Keep an EMA of the generator and release it.")
-    gan.add_argument("--ema_decay", type=float, default=0.999)
-    args = script_utils.parse_training_args(parser, "train_pixelgan.py", argv, preset_family="pixelgan")
+    args = script_args.parse_training_args(parser, "train_pixelgan.py", argv, preset_family="pixelgan")
     args.generator = args.generator or args.preset.get("generator", "pix2pix")
     return args
 
 
 def main(args: argparse.Namespace) -> None:
-    checkpoint, global_step = script_utils.resolve_resume(args)
-    timer = script_utils.Timer(read_checkpoint_meta(checkpoint).get("wall_time_minutes", 0.0))
-    accelerator = script_utils.make_accelerator(args)
+    checkpoint, global_step, timer = script_training.resolve_resume(args)
+    accelerator = script_training.make_accelerator(args)
 
     # 1. Data, with the band count checked against the model before anything trains
-    train_split, validation_split, response = script_utils.load_splits(args, accelerator)
-    wavelengths = script_utils.dataset_wavelengths(train_split)
+    train_split, validation_split, response, wavelengths = script_data.load_splits(args, accelerator)
     num_bands = len(wavelengths)
     generator_config = dict(args.preset.get("unet", {}))
     if generator_config.get("out_channels", num_bands) != num_bands:
         raise ValueError(
             f"The model config has out_channels={generator_config['out_channels']} but the data has {num_bands} bands."
         )
-    train_dataset = script_utils.make_train_dataset(args, train_split, response)
+    train_dataset = script_data.make_train_dataset(args, train_split, response)
 
     # 2. Models: optional closed-form estimator, generator (registered as `unet`), discriminator
     released = None
     if args.pretrained_model_name_or_path:
-        released = script_utils.load_released(args, HSRPixelGANPipeline, wavelengths)
-    estimator = script_utils.load_or_fit_estimator(
+        released = script_data.load_released(args, HSRPixelGANPipeline, wavelengths)
+    estimator = script_data.load_or_fit_estimator(
         args, accelerator, train_split, response, wavelengths, released=released
     )
     generator_class = GENERATORS[args.generator]
@@ -138,92 +130,32 @@ def main(args: argparse.Namespace) -> None:
     if args.resolution % multiple:
         raise ValueError(f"--resolution must be a multiple of {multiple} for this generator, got {args.resolution}.")
 
-    ema_unet = None
-    if args.use_ema:
-        ema_unet = EMAModel(
-            unet.parameters(), decay=args.ema_decay, model_cls=generator_class, model_config=unet.config
-        )
-        ema_unet.to(accelerator.device)
-
-    # accelerate hooks: diffusers-format `unet/` and `discriminator/` folders, chosen by type (train_dreambooth.py).
-    def save_model_hook(models, weights, output_dir):
-        if accelerator.is_main_process:
-            if ema_unet is not None:
-                ema_unet.save_pretrained(os.path.join(output_dir, "unet_ema"))
-            for model in models:
-                folder = "discriminator" if isinstance(model, discriminator_class) else "unet"
-                model.save_pretrained(os.path.join(output_dir, folder))
-                weights.pop()
-
-    def load_model_hook(models, input_dir):
-        if ema_unet is not None:
-            loaded = EMAModel.from_pretrained(os.path.join(input_dir, "unet_ema"), generator_class)
-            ema_unet.load_state_dict(loaded.state_dict())
-            ema_unet.to(accelerator.device)
-        for _ in range(len(models)):
-            model = models.pop()
-            if isinstance(model, discriminator_class):
-                loaded = discriminator_class.from_pretrained(input_dir, subfolder="discriminator")
-            else:
-                loaded = generator_class.from_pretrained(input_dir, subfolder="unet")
-            model.load_state_dict(loaded.state_dict())
-
-    accelerator.register_save_state_pre_hook(save_model_hook)
-    accelerator.register_load_state_pre_hook(load_model_hook)
+    ema_unet = script_training.make_ema(args, unet, accelerator)
+    script_training.register_checkpoint_hooks(accelerator, generator_class, ema_unet, discriminator_class)
 
     # 3. Optimisers, data loader, LR schedules
     betas = (args.beta1, 0.999)
     optimizer_g = torch.optim.Adam(unet.parameters(), lr=args.learning_rate, betas=betas)
     optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=args.learning_rate, betas=betas)
-    train_dataloader = script_utils.make_train_dataloader(args, train_dataset, accelerator)
-    steps_per_epoch = math.ceil(len(train_dataloader) / accelerator.num_processes / args.gradient_accumulation_steps)
-    max_train_steps = args.max_train_steps or args.num_epochs * steps_per_epoch
-    num_epochs = math.ceil(max_train_steps / steps_per_epoch)
-
-    def schedule(optimizer):
-        return get_scheduler(
-            args.lr_scheduler,
-            optimizer=optimizer,
-            num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-            num_training_steps=max_train_steps * accelerator.num_processes,
-        )
-
-    lr_scheduler_g, lr_scheduler_d = schedule(optimizer_g), schedule(optimizer_d)
+    train_dataloader = script_data.make_train_dataloader(args, train_dataset, accelerator)
+    progress = script_training.TrainingProgress(args, accelerator, train_dataloader, timer)
+    lr_scheduler_g, lr_scheduler_d = progress.lr_scheduler(optimizer_g), progress.lr_scheduler(optimizer_d)
     (unet, discriminator, optimizer_g, optimizer_d, train_dataloader, lr_scheduler_g, lr_scheduler_d) = (
         accelerator.prepare(
             unet, discriminator, optimizer_g, optimizer_d, train_dataloader, lr_scheduler_g, lr_scheduler_d
         )
     )
     criterion_gan = GANLoss(args.gan_mode)
-    if accelerator.is_main_process and args.report_to != "none":
-        config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
-        accelerator.init_trackers("train_pixelgan", config=config)
+    validate = functools.partial(run_validation, args, accelerator, unet, ema_unet, pipeline, validation_split)
 
-    # 4. Resume: weights, optimisers, LR schedules and RNG states; then skip the batches already seen
-    first_epoch, resume_batches = 0, 0
-    if checkpoint is not None:
-        accelerator.print(f"Resuming from {checkpoint}")
-        accelerator.load_state(str(checkpoint))
-        first_epoch = global_step // steps_per_epoch
-        resume_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
-
-    logger.info(f"{args.generator}: {sum(p.numel() for p in unet.parameters()):,} parameters, {max_train_steps} steps")
-    if checkpoint is not None and script_utils.budget_spent(accelerator, timer, args.max_train_minutes):
-        max_train_steps = global_step  # resumed after the time budget was spent: release this checkpoint as it is
-    progress_bar = tqdm(
-        range(max_train_steps), initial=global_step, disable=not accelerator.is_local_main_process, desc="Steps"
-    )
-    for epoch in range(first_epoch, num_epochs):
-        if global_step >= max_train_steps:
-            break  # resumed from the final checkpoint: nothing left to train
+    # 4. Train, resuming from a checkpoint: weights, optimisers, LR schedules and RNG states, then the data position
+    num_parameters = sum(p.numel() for p in unet.parameters())
+    logger.info(f"{args.generator}: {num_parameters:,} parameters, {progress.max_train_steps} steps")
+    progress.start("train_pixelgan", checkpoint, global_step)
+    for epoch in progress.epochs():
         unet.train()
         discriminator.train()
-        train_dataset.set_epoch(epoch)
-        train_dataloader.set_epoch(epoch)
-        batches = train_dataloader
-        if epoch == first_epoch and resume_batches:
-            batches = accelerator.skip_first_batches(train_dataloader, resume_batches)
-        for batch in batches:
+        for batch in progress.epoch_batches(epoch, train_dataset, train_dataloader):
             real_a, real_b = batch["rgb"], batch["cube"]  # pix2pix names: A = RGB, B = cube, both in [-1, 1]
             with accelerator.accumulate(unet, discriminator):
                 # Generator forward, as HSRPixelGANPipeline.predict does it, through the (possibly wrapped) module.
@@ -261,52 +193,24 @@ def main(args: argparse.Namespace) -> None:
                         args.sam_weight,
                         args.mrae_weight,
                     )
-                accelerator.backward(loss_g)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(unet.parameters(), args.max_grad_norm)
-                optimizer_g.step()
-                lr_scheduler_g.step()
-                optimizer_g.zero_grad()
+                script_training.optimizer_step(
+                    accelerator, loss_g, unet, optimizer_g, lr_scheduler_g, args.max_grad_norm
+                )
 
-            if not accelerator.sync_gradients:
-                continue
-            if ema_unet is not None:
-                ema_unet.step(unet.parameters())
-            global_step += 1
-            progress_bar.update(1)
             logs = {"loss_g": loss_g.detach().item(), "loss_g_l1": loss_g_l1.detach().item(), "loss_d": loss_d.item()}
-            progress_bar.set_postfix(**logs)
-            accelerator.log(logs, step=global_step)
-
-            if global_step % args.checkpointing_steps == 0:
-                meta = {"wall_time_minutes": timer.minutes()}
-                save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit, meta)
-                if script_utils.budget_spent(accelerator, timer, args.max_train_minutes):
-                    max_train_steps = global_step  # the time budget ends the run at this checkpoint
-            if global_step % args.validation_steps == 0 and global_step < max_train_steps:
-                values, grid = run_validation(args, accelerator, unet, ema_unet, pipeline, validation_split)
-                script_utils.log_validation(accelerator, values, grid, global_step)
-            if global_step >= max_train_steps:
+            if accelerator.sync_gradients and progress.end_of_step(logs, unet, ema_unet, validate):
                 break
-        if global_step >= max_train_steps:
-            break
 
     # 5. Validate and save the released pipeline (generator only; the discriminator stays in the checkpoints) with a
     #    model card of this run's settings
-    accelerator.wait_for_everyone()
-    values, grid = run_validation(args, accelerator, unet, ema_unet, pipeline, validation_split)
-    script_utils.log_validation(accelerator, values, grid, global_step)
+    facts = progress.final_validation(validate, train_split, validation_split, response)
     if accelerator.is_main_process:
         final = build_pipeline(accelerator, unet, ema_unet, pipeline)
-        final.save_pretrained(args.output_dir)
         accelerator.unwrap_model(discriminator).save_pretrained(os.path.join(args.output_dir, "discriminator"))
-        facts = script_utils.run_facts(
-            args, accelerator, timer, global_step, train_split, validation_split, values, response
-        )
         adversarial = f"{args.gan_mode} GAN loss weight {args.gan_weight:g}" if use_gan else "no GAN loss"
         facts.update(
             generator=args.generator,
-            model=script_utils.describe_model(final.unet, args, args.preset.get("unet", {})),
+            model=script_training.describe_model(final.unet, args, args.preset.get("unet", {})),
             discriminator=f"`{args.discriminator}` (ndf {args.ndf})" if use_gan else "none (gan_weight 0)",
             residual=args.residual,
             beta1=f"{args.beta1:g}",
@@ -315,24 +219,16 @@ def main(args: argparse.Namespace) -> None:
             if args.pretrained_model_name_or_path
             else "trained from random initialisation",
         )
-        write_model_card(args.output_dir, facts, script_utils.card_template(args.model_card))
-        if args.push_to_hub:
-            script_utils.push_folder(args, args.output_dir)
-    accelerator.wait_for_everyone()
-    # Release the DDP wrappers (and their gloo reducers) while the process group still exists: dropping them after
-    # `end_training` destroyed the group can hang the process at exit.
-    del unet, discriminator, optimizer_g, optimizer_d, train_dataloader, lr_scheduler_g, lr_scheduler_d
-    accelerator.free_memory()
-    accelerator.end_training()
+        script_training.save_release(args, final, facts)
+    # Drop the prepared objects (with any DDP wrapper) before script_training.end_training ends the process group.
+    del unet, discriminator, optimizer_g, optimizer_d, train_dataloader, lr_scheduler_g, lr_scheduler_d, validate
+    script_training.end_training(accelerator)
 
 
 def build_pipeline(accelerator, unet, ema_unet, pipeline) -> HSRPixelGANPipeline:
-    model = accelerator.unwrap_model(unet)
-    if ema_unet is not None:
-        model = type(model).from_config(model.config)
-        ema_unet.copy_to(model.parameters())
+    """The released pipeline: the (EMA) generator, the estimator and the pipeline config."""
     return HSRPixelGANPipeline(
-        unet=model,
+        unet=script_training.released_model(accelerator, unet, ema_unet),
         estimator=pipeline.estimator,
         wavelengths=pipeline.config.wavelengths,
         response=pipeline.config.response,
@@ -341,14 +237,8 @@ def build_pipeline(accelerator, unet, ema_unet, pipeline) -> HSRPixelGANPipeline
 
 
 def run_validation(args, accelerator, unet, ema_unet, pipeline, validation_split):
-    released = build_pipeline(accelerator, unet, ema_unet, pipeline).to(accelerator.device)
-    released.set_progress_bar_config(disable=True)
-    released.unet.eval()
-    values, grid = script_utils.validate(
-        released, validation_split, args, pipeline.config.response, pipeline.config.wavelengths, accelerator, {}
-    )
-    unet.train()
-    return values, grid
+    released = build_pipeline(accelerator, unet, ema_unet, pipeline)
+    return script_validation.validate_release(released, unet, validation_split, args, accelerator, {})
 
 
 if __name__ == "__main__":

@@ -21,7 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-import script_utils
+import script_args
+import script_data
+import script_training
+import script_validation
 from accelerate import Accelerator
 
 from hsr_diffusers import HSRPixelGANPipeline
@@ -32,8 +35,8 @@ logger = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=script_utils.HelpFormatter)
-    script_utils.add_data_args(parser)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=script_args.HelpFormatter)
+    script_args.add_data_args(parser)
 
     fit = parser.add_argument_group("fit")
     fit.add_argument(
@@ -78,8 +81,7 @@ def main(args: argparse.Namespace) -> None:
     os.makedirs(args.output_dir, exist_ok=True)
 
     # 1. Data, with the RGB rendering of the training scripts
-    train_split, validation_split, response = script_utils.load_splits(args, accelerator)
-    wavelengths = script_utils.dataset_wavelengths(train_split)
+    train_split, validation_split, response, wavelengths = script_data.load_splits(args, accelerator)
 
     # 2. Closed-form fit on random training pixels
     model = fit_root_polynomial(
@@ -101,18 +103,18 @@ def main(args: argparse.Namespace) -> None:
     # 3. The released pipeline: the feed-forward pipeline with the regression as the whole model, registered as `unet`
     pipeline = HSRPixelGANPipeline(unet=model, wavelengths=wavelengths, response=response)
     pipeline.set_progress_bar_config(disable=True)
-    values, _ = script_utils.validate(pipeline, validation_split, args, response, wavelengths, accelerator, {})
+    values, _ = script_validation.validate(pipeline, validation_split, args, response, wavelengths, accelerator, {})
     pipeline.save_pretrained(args.output_dir)
     write_model_card(args, train_split, num_pixels, fit_seconds, values, response, accelerator)
     logger.info("Saved %s", args.output_dir)
     if args.push_to_hub:
-        script_utils.push_folder(args, args.output_dir)
+        script_training.push_folder(args, args.output_dir)
 
 
 def write_model_card(args, train_split, num_pixels, fit_seconds, values, response, accelerator) -> None:
     """A short README.md: what the model is, how to load it, its (closed-form) training budget and the command."""
     num_terms = {1: 3, 2: 6, 3: 13}[args.degree]
-    num_bands = len(script_utils.dataset_wavelengths(train_split))
+    num_bands = len(script_data.dataset_wavelengths(train_split))
     card = f"""# Root-polynomial regression (degree {args.degree}): RGB to {num_bands} bands
 
 The closed-form floor of hsr-diffusers: per pixel, the spectrum is a linear map of the {num_terms} root-polynomial terms
@@ -135,7 +137,7 @@ cube = pipe(rgb).cubes[0]  # rgb: linear (H, W, 3) in [0, 1] -> (H, W, bands)
 - **train_steps**: 0 (closed-form least squares, no iterations)
 - **training_budget**: one least-squares solve on {num_pixels:,} pixels (up to {args.pixels_per_scene:,} random pixels from each of {train_split.num_rows} training scenes, seed {args.seed})
 - **wall_time_minutes**: {fit_seconds / 60:.2f}
-- **hardware**: {script_utils.machine_description(accelerator)}
+- **hardware**: {script_training.machine_description(accelerator)}
 - **response**: {response}
 - **rgb_mode**: {args.rgb_mode}
 - **checkpoint_rule**: none to choose (closed form); the validation scenes are not used by the fit

@@ -3,18 +3,18 @@
 import sys
 import textwrap
 
-import pytest
-
 # benchmarks/ is on the test path (pyproject.toml), as it is on a benchmark's own when it runs.
+import common
+import pytest
 import training_throughput
-from common import RESULTS_DIR
 
 from hsr_diffusers.data import make_synthetic_dataset
 
 from ..testing_utils import slow
 
 
-# A worker that holds 96 MiB of anonymous memory and reports 6 tqdm steps: the first one 1 s, the others 0.1 s.
+# A worker that holds 96 MiB of anonymous memory and reports 6 tqdm steps: the first one 0.3 s, the others 0.03 s.
+# It holds the memory about 0.75 s in all: the parent polls memory every `POLL_SECONDS` (0.2 s).
 WORKER = textwrap.dedent(
     """
     import time
@@ -24,10 +24,10 @@ WORKER = textwrap.dedent(
     block = np.ones(96 * 2**20 // 8)
     bar = tqdm(total=6, desc="Steps")
     for step in range(6):
-        time.sleep(1.0 if step == 0 else 0.1)
+        time.sleep(0.3 if step == 0 else 0.03)
         bar.update(1)
         bar.set_postfix(loss=0.5)
-    time.sleep(0.5)
+    time.sleep(0.3)
     """
 )
 # A launcher that holds 256 MiB itself: it must not be counted, as accelerate's launcher is not.
@@ -40,8 +40,8 @@ LAUNCHER = (
 def test_measure_times_steps_after_warmup_and_sums_descendants_memory():
     result = training_throughput.measure([sys.executable, "-c", LAUNCHER], None, 1, 6, timeout=60)
     assert result["returncode"] == 0 and not result["timed_out"]
-    # Steps 2..6 sleep 5 x 0.1 s; the 1 s warm-up step is excluded.
-    assert 0.45 <= result["seconds"] < 0.9
+    # Steps 2..6 sleep 5 x 0.03 s; with the 0.3 s warm-up step counted it would be 0.45 s.
+    assert 0.135 <= result["seconds"] < 0.35
     assert 0 < result["startup_seconds"] < 30  # launch to the bar's 0/6
     # The worker's 96 MiB plus its interpreter, numpy and tqdm (< 100 MiB), without the launcher's 256 MiB.
     assert 96 <= result["peak_anon_mib"] < 196
@@ -54,17 +54,14 @@ def test_measure_reports_a_failed_run():
 
 
 @slow
-def test_tiny_benchmark_has_a_number_for_every_configuration(tmp_path):
+def test_tiny_benchmark_has_a_number_for_every_configuration(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")  # not the repository's benchmarks/results
     data = make_synthetic_dataset(tmp_path / "data", num_train=2, num_validation=1, height=32, width=32)
-    result_file = RESULTS_DIR / "_smoke.md"
-    try:
-        records = training_throughput.main(
-            ["--data", str(data), "--preset", "tiny", "--steps", "3", "--warmup_steps", "1", "--batch_size", "2"]
-            + ["--output", "_smoke"]
-        )
-        table = result_file.read_text()
-    finally:
-        result_file.unlink(missing_ok=True)
+    records = training_throughput.main(
+        ["--data", str(data), "--preset", "tiny", "--steps", "3", "--warmup_steps", "1", "--batch_size", "2"]
+        + ["--output", "_smoke"]
+    )
+    table = (tmp_path / "results" / "_smoke.md").read_text()
     configurations = {
         (script, loader, layout)
         for script in training_throughput.SCRIPTS

@@ -20,8 +20,9 @@ import tifffile
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from hsr_diffusers import HSRDiffusionPipeline, HSRPixelGANGenerator, HSRPixelGANPipeline, srgb_preview
+from hsr_diffusers import HSRDiffusionPipeline, HSRPipeline, HSRPixelGANGenerator, HSRPixelGANPipeline, srgb_preview
 from hsr_diffusers.cli import main
+from hsr_diffusers.cli import reconstruct as reconstruct_module
 from hsr_diffusers.cli.reconstruct import read_image
 from hsr_diffusers.data import load_cube, load_cube_with_wavelengths
 from hsr_diffusers.data.io import SAVE_SUFFIXES, cube_file_paths
@@ -229,24 +230,29 @@ def test_pixelgan_model_and_unusable_model(pixelgan, photo, tmp_path, capsys):
     assert len(error.strip().splitlines()) == 1 and "cannot load model" in error
 
 
-def test_tiled_run_with_samples_equals_the_pipeline(tmp_path):
+def test_tiled_run_with_samples_equals_the_pipeline(tmp_path, monkeypatch):
     # Several tile groups, two samples: the CLI drives the tiles itself and streams rows to the file, and must give
     # exactly what the pipeline gives for the whole photo (mean and spread, seams included). DDIM: no step noise.
     model = tmp_path / "ddim"
     scheduler = DDIMScheduler(num_train_timesteps=1000)
-    HSRDiffusionPipeline(unet=tiny_ddpm_unet(attention=False), scheduler=scheduler).save_pretrained(model)
+    unet = tiny_ddpm_unet(attention=False)
+    HSRDiffusionPipeline(unet=unet, scheduler=scheduler, default_tile_overlap=8).save_pretrained(model)
     pipe = HSRDiffusionPipeline.from_pretrained(model)
     pipe.set_progress_bar_config(disable=True)
-    srgb8 = photo_array(80, 200, seed=3)
+    # 24-px tiles overlapping by 8 px: 2 x 3 tiles on 40 x 56 px. Groups of two tiles (x 2 samples) instead of the
+    # 256 x 256 px default: three groups, the second one across the two rows of tiles.
+    assert pipe.image_processor.num_tiles(40, 56, 24, 8) == 6
+    monkeypatch.setattr(reconstruct_module, "TILE_BATCH_PIXELS", 2 * 2 * 24 * 24)
+    srgb8 = photo_array(40, 56, seed=3)
     PIL.Image.fromarray(srgb8).save(tmp_path / "wide.png")
     expected = pipe(
         linearise(srgb8),
         num_inference_steps=2,
         num_samples=2,
-        tile_size=72,
+        tile_size=24,
         generator=torch.Generator().manual_seed(5),
     )
-    args = ["--model", model, "--steps", 2, "--samples", 2, "--seed", 5, "--tile-size", 72, "--format", "envi"]
+    args = ["--model", model, "--steps", 2, "--samples", 2, "--seed", 5, "--tile-size", 24, "--format", "envi"]
     assert reconstruct(tmp_path / "wide.png", "-o", tmp_path / "out", *args) == 0
     np.testing.assert_allclose(load_cube(tmp_path / "out" / "wide.hdr"), expected.cubes[0], atol=1e-6)
     np.testing.assert_allclose(load_cube(tmp_path / "out" / "wide_std.hdr"), expected.uncertainty[0], atol=1e-6)
@@ -328,10 +334,25 @@ def coffee_crop(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def bundled_ddpm() -> HSRDiffusionPipeline:
+    return HSRPipeline.from_pretrained("hsr-diffusers/ddpm-cave")
+
+
 @pytest.mark.parametrize("format", sorted(SAVE_SUFFIXES))
-def test_bundled_default_model_writes_every_format(format, coffee_crop, tmp_path, capsys):
+def test_bundled_default_model_writes_every_format(format, coffee_crop, bundled_ddpm, tmp_path, monkeypatch, capsys):
+    # The bundled DDPM is loaded once for all formats (test_bundled_pixelgan_and_samples_of_the_bundled_ddpm loads it
+    # through the command); the command must still ask for it by name.
+    requested = []
+
+    def from_pretrained(name, **kwargs):
+        requested.append(name)
+        return bundled_ddpm
+
+    monkeypatch.setattr(HSRPipeline, "from_pretrained", from_pretrained)
     out = tmp_path / "out"
-    assert reconstruct(coffee_crop, "-o", out, "--format", format) == 0  # the default model: the bundled DDPM
+    assert reconstruct(coffee_crop, "-o", out, "--format", format) == 0
+    assert requested == ["hsr-diffusers/ddpm-cave"]  # the default model: the bundled DDPM
     cube_path = out / f"coffee{SAVE_SUFFIXES[format]}"
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [p.name for p in cube_file_paths(cube_path, format)]
@@ -389,14 +410,23 @@ def test_an_uncached_hub_id_fails_fast_offline(photo, tmp_path, capsys):
     assert len(error.splitlines()) == 1 and "HF_HUB_OFFLINE is set" in error and "some-org/some-model" in error
 
 
-def test_only_formats_written_whole_need_the_cube_in_memory():
-    from hsr_diffusers.cli.reconstruct import check_memory
-
+def test_only_formats_written_whole_need_the_cube_in_memory(monkeypatch):
+    # A machine with 64 GiB available, whatever this one has (and whether or not it has /proc/meminfo).
+    monkeypatch.setattr(reconstruct_module, "_available_memory", lambda: 64 * 2**30)
+    check_memory = reconstruct_module.check_memory
     huge = (200_000, 200_000, 31)  # 4.5 TiB of float32
     for format in ("h5", "npy", "envi", "tiff"):
         check_memory(*huge, format, samples=4)  # streamed: no limit from the cube's size
     for format in ("npz", "mat"):  # .mat above 2 GB is MATLAB 7.3, streamed; npz is always whole
         with pytest.raises(MemoryError, match=f"--format {format}") if format == "npz" else nullcontext():
             check_memory(*huge, format, samples=1)
-    with pytest.raises(MemoryError, match="use h5, npy, envi or tiff"):
+    # 20000 x 20000 x 31 float32 is 46 GiB: the cube and its spread, each with the writer's copy, need 185 GiB.
+    with pytest.raises(MemoryError, match=r"184\.8 GiB, and 64\.0 GiB are available; use h5, npy, envi or tiff"):
         check_memory(20_000, 20_000, 31, "npz", samples=2)
+    check_memory(2_000, 2_000, 31, "npz", samples=2)  # 1.8 GiB fits
+    check_memory(4_000, 4_000, 31, "mat", samples=1)  # MATLAB 5.0 (below 2 GB) is held whole: 3.7 GiB fits
+    monkeypatch.setattr(reconstruct_module, "_available_memory", lambda: 2 * 2**30)
+    with pytest.raises(MemoryError, match="--format mat"):
+        check_memory(4_000, 4_000, 31, "mat", samples=1)  # ... but not in 2 GiB
+    monkeypatch.setattr(reconstruct_module, "_available_memory", lambda: None)  # unknown: no check
+    check_memory(20_000, 20_000, 31, "npz", samples=2)

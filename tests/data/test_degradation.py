@@ -162,20 +162,28 @@ def test_bad_settings_are_refused(changes):
 
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory):
-    return make_synthetic_dataset(tmp_path_factory.mktemp("degradation"), num_train=2, num_validation=1)
+    # Scenes as large as the patches: with `augment=False` every item of a scene is the same crop (the whole scene), so
+    # two items of one scene can differ only by the degradation each one draws.
+    folder = tmp_path_factory.mktemp("degradation")
+    return make_synthetic_dataset(folder, num_train=2, num_validation=1, height=16, width=16)
 
 
 def test_patch_dataset_draws_a_degradation_per_item(tiny_dataset):
     degradation = PhotoDegradation(clean_probability=0.0, jpeg_probability=0.0)
-    patches = PatchDataset(tiny_dataset, patch_size=16, patches_per_scene=4, degradation=degradation, seed=3)
-    clean = PatchDataset(tiny_dataset, patch_size=16, patches_per_scene=4, seed=3)
-    assert torch.equal(patches[1]["rgb"], patches[1]["rgb"])  # an item is the same whenever it is read
-    assert torch.equal(patches[1]["cube"], clean[1]["cube"])  # the degradation touches the RGB only
-    assert not torch.equal(patches[1]["rgb"], clean[1]["rgb"])
-    rgbs = [patches[i]["rgb"] for i in range(len(patches))]
-    assert all(not torch.equal(rgbs[0], rgb) for rgb in rgbs[1:])
+    options = {"patch_size": 16, "patches_per_scene": 4, "augment": False, "seed": 3}
+    patches = PatchDataset(tiny_dataset, degradation=degradation, **options)
+    clean = PatchDataset(tiny_dataset, **options)
+    items = [patches[i] for i in range(4)]  # the items of scene 0
+    assert all(torch.equal(item["cube"], items[0]["cube"]) for item in items)  # one crop
+    assert torch.equal(items[1]["cube"], clean[1]["cube"])  # the degradation touches the RGB only
+    assert not torch.equal(items[1]["rgb"], clean[1]["rgb"])
+    assert torch.equal(patches[1]["rgb"], items[1]["rgb"])  # an item is the same whenever it is read
+    # The same cube under four different RGBs: each item drew its own degradation.
+    rgbs = [item["rgb"] for item in items]
+    assert all(not torch.equal(rgbs[i], rgbs[j]) for i in range(4) for j in range(i + 1, 4))
     patches.set_epoch(1)
-    assert not torch.equal(patches[1]["rgb"], rgbs[1])
+    again = patches[1]
+    assert torch.equal(again["cube"], items[1]["cube"]) and not torch.equal(again["rgb"], rgbs[1])  # and each epoch
 
 
 def test_data_loader_workers_draw_different_degradations(tiny_dataset):
@@ -184,9 +192,11 @@ def test_data_loader_workers_draw_different_degradations(tiny_dataset):
         tiny_dataset, patch_size=16, patches_per_scene=2, degradation=degradation, seed=0, augment=False
     )
     loader = torch.utils.data.DataLoader(patches, batch_size=1, num_workers=2, shuffle=False)
-    batches = [batch["rgb"][0] for batch in loader]
-    # Items 0 and 1 come from different workers but the same scene crop position differs only by the draw; every item
-    # matches what the main process reads, so the draws follow the item, not the worker's RNG state.
-    for index, rgb in enumerate(batches):
-        assert torch.equal(rgb, patches[index]["rgb"])
-    assert not torch.equal(batches[0], batches[1])
+    batches = list(loader)
+    # Items 0 and 1 are the same crop of scene 0, read by different workers: their RGBs differ only by the draw. Every
+    # item matches what the main process reads, so the draws follow the item, not the worker's RNG state.
+    for index, batch in enumerate(batches):
+        item = patches[index]
+        assert torch.equal(batch["rgb"][0], item["rgb"]) and torch.equal(batch["cube"][0], item["cube"])
+    assert torch.equal(batches[0]["cube"], batches[1]["cube"])
+    assert not torch.equal(batches[0]["rgb"], batches[1]["rgb"])

@@ -1,5 +1,6 @@
 """Cube readers and writers on tiny files written in each real format by the tests themselves."""
 
+import io
 import json
 
 import h5py
@@ -390,9 +391,17 @@ def test_cube_writer_in_blocks_makes_the_files_of_save_cube(tmp_path, format):
     loaded, wavelengths = load_cube_with_wavelengths(path)
     np.testing.assert_array_equal(loaded, cube)
     np.testing.assert_array_equal(wavelengths, WAVELENGTHS)
-    for written, reference in zip(writer.paths, cube_file_paths(whole, format)):
-        if format in ("npy", "envi"):  # raw layouts: byte for byte what save_cube writes in one piece
-            assert written.read_bytes() == reference.read_bytes()
+    # Raw layouts, block by block and in one piece: byte for byte the layout written independently of CubeWriter.
+    if format == "npy":
+        expected = io.BytesIO()
+        np.save(expected, cube.astype("<f4"))
+        assert writer.paths[0].read_bytes() == whole.read_bytes() == expected.getvalue()
+    elif format == "envi":
+        # BSQ stores (bands, H, W), BIL (H, bands, W), float32 little-endian.
+        layout = (0, 2, 1) if options.get("interleave") == "bil" else (2, 0, 1)
+        expected = np.ascontiguousarray(cube.transpose(layout), dtype="<f4").tobytes()
+        assert writer.paths[1].suffix == ".img"
+        assert writer.paths[1].read_bytes() == cube_file_paths(whole, format)[1].read_bytes() == expected
 
 
 def test_cube_writer_checks_blocks_and_removes_its_files_on_error(tmp_path):

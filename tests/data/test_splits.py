@@ -3,7 +3,7 @@
 import pytest
 
 from hsr_diffusers.data import get_split, list_splits
-from tests.testing_utils import CAVE_DIR
+from tests.testing_utils import CAVE_DIR, requires_cave
 
 
 def test_ntire2020_arad_hs():
@@ -45,7 +45,7 @@ def test_cave10_split_is_the_first_release():
     assert set(split["train"]) < set(get_split("cave")["train"])
 
 
-@pytest.mark.skipif(not CAVE_DIR.is_dir(), reason="../shared/data/cave not available")
+@requires_cave
 def test_cave_split_covers_the_shared_scenes():
     folders = {path.name.removesuffix("_ms") for path in CAVE_DIR.iterdir() if path.is_dir()}
     split = get_split("cave")

@@ -4,16 +4,18 @@ import json
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 
 from hsr_diffusers import HSRDiffusionPipeline, HSRPipeline, HSRPixelGANPipeline, list_pretrained, metrics
 from hsr_diffusers.pipelines.auto_pipeline import resolve_pretrained
-from hsr_diffusers.spectral import render_rgb
+from hsr_diffusers.spectral import render_rgb, srgb_to_camera_rgb
 
 from ..testing_utils import CAVE_DIR, requires_cave, slow, smooth_cube
 
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 BUNDLED = {"hsr-diffusers/ddpm-cave": HSRDiffusionPipeline, "hsr-diffusers/pixelgan-cave": HSRPixelGANPipeline}
 
 
@@ -29,24 +31,49 @@ def test_bundled_models_are_listed_and_small():
         assert "pipeline_tag: image-to-image" in card and "train_" in card
 
 
-@pytest.mark.parametrize("name", sorted(BUNDLED))
-def test_bundled_model_loads_offline_and_reconstructs(name):
+@pytest.fixture(scope="module")
+def photo_crop() -> np.ndarray:
+    """Linear camera RGB of a 48x64 crop of the example photo: one 64-px tile of the bundled DDPM."""
+    with PIL.Image.open(EXAMPLES / "coffee.png") as image:
+        crop = np.asarray(image.convert("RGB").crop((160, 100, 224, 148)))
+    return srgb_to_camera_rgb(crop / 255.0)
+
+
+@pytest.mark.parametrize("name", list_pretrained())
+def test_every_bundled_model_loads_offline_and_reconstructs(name, photo_crop):
     pipe = HSRPipeline.from_pretrained(name)
-    assert type(pipe) is BUNDLED[name]
+    assert isinstance(pipe, BUNDLED.get(name, (HSRDiffusionPipeline, HSRPixelGANPipeline)))
     pipe.set_progress_bar_config(disable=True)
-    cube = smooth_cube(24, 24, seed=1)
-    rgb8 = render_rgb(cube)
-    kwargs = {"num_inference_steps": 2, "generator": torch.Generator().manual_seed(0)} if "ddpm" in name else {}
+    diffusion = isinstance(pipe, HSRDiffusionPipeline)
+
+    # A photo, with the model's own default steps and tiles.
+    kwargs = {"num_samples": 2, "generator": torch.Generator().manual_seed(0)} if diffusion else {}
+    output = pipe(photo_crop, **kwargs)
+    cube = output.cubes
+    assert cube.shape == (1, 48, 64, 31) and cube.dtype == np.float32
+    assert np.isfinite(cube).all() and 0 <= cube.min() and cube.max() <= 1
+    assert cube.std() > 0.01  # a photo's spectra, not a constant
+    if diffusion:  # two samples: their spread is the uncertainty
+        assert output.uncertainty is not None and output.uncertainty.shape == cube.shape
+        assert np.isfinite(output.uncertainty).all() and output.uncertainty.min() >= 0
+    else:
+        assert output.uncertainty is None
+
+    # An 8-bit NTIRE-clean render of a cube: the reconstruction renders back to it within one level.
+    rgb8 = render_rgb(smooth_cube(24, 24, seed=1))
+    kwargs = {"num_inference_steps": 2, "generator": torch.Generator().manual_seed(0)} if diffusion else {}
     pred = pipe(rgb8, **kwargs).cubes[0]
     assert pred.shape == (24, 24, 31) and np.isfinite(pred).all()
     assert np.abs(render_rgb(pred, mode="linear") - rgb8 / 255).max() <= 1 / 255
 
 
 def test_unknown_bundled_name_goes_to_the_hub_loader():
-    # Other ids are not bundled: they are handed to huggingface_hub, which fails offline (HF_HUB_OFFLINE=1).
+    # Other ids under the bundled models' org are not bundled: they are handed to the Hub loader, which fails fast
+    # offline (HF_HUB_OFFLINE=1, tests/conftest.py) and says why.
     assert resolve_pretrained("hsr-diffusers/not-a-model") == "hsr-diffusers/not-a-model"
-    with pytest.raises(Exception):
+    with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE is set") as info:
         HSRPipeline.from_pretrained("hsr-diffusers/not-a-model")
+    assert str(info.value).startswith("hsr-diffusers/not-a-model: not a local folder or a bundled model")
 
 
 @slow

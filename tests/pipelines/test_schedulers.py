@@ -23,6 +23,7 @@ from diffusers import (
 )
 
 from hsr_diffusers import HSRDiffusionPipeline
+from hsr_diffusers.pipelines.hsr_diffusion import pipeline_hsr_diffusion
 from hsr_diffusers.spectral import render_rgb
 
 from ..testing_utils import tiny_ddpm_unet
@@ -138,3 +139,27 @@ def test_unsupported_schedulers_are_refused():
     pipe.scheduler.set_timesteps(2)
     with pytest.raises(ValueError, match="Per-sample timesteps"):
         pipe.predict_clean_sample(torch.zeros(2, 31, 4, 4), torch.zeros(2, 31, 4, 4), torch.tensor([10, 20]))
+
+
+@pytest.mark.parametrize(
+    "scheduler_class",
+    pipeline_hsr_diffusion._VARIANCE_PRESERVING_SIGMA_SCHEDULERS + pipeline_hsr_diffusion._SIGMA_SCHEDULERS,
+    ids=lambda scheduler_class: scheduler_class.__name__,
+)
+def test_sigma_schedulers_keep_the_private_methods_the_clean_sample_uses(scheduler_class):
+    # `predict_clean_sample` calls private scheduler methods that diffusers may change in any release (hence the
+    # `diffusers<0.43` pin): a diffusers upgrade that drops or changes them fails here first.
+    variance_preserving = scheduler_class in pipeline_hsr_diffusion._VARIANCE_PRESERVING_SIGMA_SCHEDULERS
+    scheduler = scheduler_class.from_config(DDPMScheduler(num_train_timesteps=1000).config)
+    needed = ["_init_step_index", "step_index", "sigmas"] + ["_sigma_to_alpha_sigma_t"] * variance_preserving
+    missing = [name for name in needed if not hasattr(scheduler, name)]
+    assert not missing, f"{scheduler_class.__name__} no longer has {missing}, which predict_clean_sample uses"
+    scheduler.set_timesteps(4)
+    assert scheduler.step_index is None
+    scheduler._init_step_index(scheduler.timesteps[0])
+    assert scheduler.step_index == 0
+    if variance_preserving:
+        sigma = scheduler.sigmas[0]
+        alpha_t, sigma_t = scheduler._sigma_to_alpha_sigma_t(sigma)
+        torch.testing.assert_close(alpha_t, (sigma**2 + 1) ** -0.5)
+        torch.testing.assert_close(sigma_t, sigma * alpha_t)

@@ -10,7 +10,7 @@ from hsr_diffusers.data import make_synthetic_dataset
 
 TRAIN_SCRIPTS = Path(__file__).resolve().parents[2] / "train_scripts"
 # Python puts a script's own folder first on `sys.path` when it runs the script, which is how the scripts find
-# `script_utils`; pyproject.toml puts train_scripts/ on the test path for the same imports.
+# `script_args`, `script_data`, ...; pyproject.toml puts train_scripts/ on the test path for the same imports.
 
 
 def common_args(dataset, output_dir, steps=2, *extra):

@@ -1,5 +1,7 @@
 """`train_scripts/distill_ddpm.py`: one fast run from a tiny saved teacher; the convergence check is `@slow`."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from hsr_diffusers.spectral import DEFAULT_RESPONSE, WAVELENGTHS
 from hsr_diffusers.training_utils import render_training_rgb
 
 from ..testing_utils import slow
-from .conftest import common_args
+from .conftest import TRAIN_SCRIPTS, common_args
 
 
 def distill_args(dataset, output_dir, teacher, steps, *extra):
@@ -63,6 +65,17 @@ def test_distillation_refuses_an_epsilon_teacher(tiny_dataset, tiny_ddpm_release
     with pytest.raises(ValueError, match="epsilon"):
         distill_ddpm.main(args)
     assert not list((tmp_path / "student").glob("checkpoint-*"))
+
+
+def test_blocks_copied_from_train_ddpm_match_it():
+    """The loop shared with train_ddpm.py, marked `# Copied from train_ddpm.main` (this package's `make fix-copies`)."""
+    source = (TRAIN_SCRIPTS / "distill_ddpm.py").read_text()
+    target = (TRAIN_SCRIPTS / "train_ddpm.py").read_text()
+    marked = r"# Copied from train_ddpm\.main(?: with (\w+)->(\w+))?\n(.*?)\n *# End of the copy from train_ddpm\.main"
+    blocks = re.findall(marked, source, flags=re.DOTALL)
+    assert len(blocks) == 2
+    for old, new, block in blocks:
+        assert (block.replace(new, old) if old else block) in target, block
 
 
 @slow

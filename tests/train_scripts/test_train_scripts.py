@@ -4,6 +4,7 @@ The fast runs call `main(parse_args([...]))` in-process with the `tiny` presets,
 subprocess runs (kill and resume, two accelerate processes) and the other formulations are `@slow`.
 """
 
+import argparse
 import os
 import re
 import signal
@@ -209,13 +210,13 @@ def test_band_mismatch_and_data_without_scenes_stop_before_training(tiny_dataset
 
 
 def test_half_written_checkpoint_is_never_resumed(tmp_path):
-    import script_utils
+    import script_training
 
     (tmp_path / "checkpoint-7.tmp").mkdir(parents=True)
     (tmp_path / "checkpoint-3").mkdir()
-    args = script_utils.argparse.Namespace(resume_from_checkpoint="latest", output_dir=str(tmp_path))
-    path, step = script_utils.resolve_resume(args)
-    assert path.name == "checkpoint-3" and step == 3
+    args = argparse.Namespace(resume_from_checkpoint="latest", output_dir=str(tmp_path))
+    path, step, timer = script_training.resolve_resume(args)
+    assert path.name == "checkpoint-3" and step == 3 and timer.previous == 0.0  # no meta: no earlier minutes
 
 
 # ---------------------------------------------------------------------------------------------------- slow

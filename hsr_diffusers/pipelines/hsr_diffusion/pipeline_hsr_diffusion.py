@@ -304,7 +304,9 @@ class HSRDiffusionPipeline(DiffusionPipeline):
               model sees divided by `sqrt(sigma**2 + 1)` (`scale_model_input`).
 
         The sigma schedulers know the sigma of their current step only: call it between `set_timesteps` and the `step`
-        for `timestep`, with one timestep. Other schedulers raise a `ValueError`.
+        for `timestep`, with one timestep. Other schedulers raise a `ValueError`. For the sigma schedulers it relies on
+        private diffusers scheduler methods (`_init_step_index`, and `_sigma_to_alpha_sigma_t` for the DPM-Solver,
+        DEIS and UniPC family), which is why `diffusers` is pinned below 0.43.
 
         Args:
             model_output (`torch.Tensor`):

@@ -1,0 +1,163 @@
+"""Data and starting models of the training scripts: dataset folders (raw ones prepared on the fly), splits, patch
+datasets and loaders, the released pipeline to fine-tune and the closed-form estimator.
+"""
+
+import logging
+from pathlib import Path
+
+import datasets
+import script_args
+import torch
+
+from hsr_diffusers.data import PatchDataset, build_dataset, get_split, read_metadata
+from hsr_diffusers.data.io import CUBE_SUFFIXES, CubeFormatError, find_cave_band_files
+from hsr_diffusers.models import RootPolynomialRegression
+from hsr_diffusers.spectral import DEFAULT_RESPONSE
+from hsr_diffusers.training_utils import fit_root_polynomial
+
+
+logger = logging.getLogger(__name__)
+
+
+def raw_folder_layout(folder: Path) -> tuple[str, dict | None]:
+    """
+    The `build_dataset` format and split of a raw folder: `"folder"` when it holds cube files, `"cave"` when it holds
+    CAVE scene folders of band PNGs (the layouts `load_cube` reads). A CAVE folder with the built-in split's
+    validation scenes gets that split's validation and all its other scenes for training; otherwise every scene trains.
+    """
+    files = [path for path in folder.rglob("*") if path.is_file() and not path.name.startswith(".")]
+    if any(path.suffix.lower() in CUBE_SUFFIXES and not path.name.endswith(".wavelengths.npy") for path in files):
+        return "folder", None
+    names = []
+    for directory in sorted({path.parent for path in files if path.suffix.lower() == ".png"}):
+        try:
+            bands = find_cave_band_files(directory)
+        except CubeFormatError:
+            continue
+        if bands[0].parent == directory:  # the nested download layout is found at its inner folder
+            prefix = bands[0].name.rsplit("_", 1)[0]
+            names.append(prefix[: -len("_ms")] if prefix.endswith("_ms") else prefix)
+    if not names:
+        raise CubeFormatError(
+            f"--train_data_dir {folder} holds no dataset written by `hsr data prepare`, no cube files "
+            f"({', '.join(CUBE_SUFFIXES)}) and no CAVE scene folders of band PNGs (<scene>_ms_NN.png)."
+        )
+    validation = [name for name in get_split("cave")["validation"] if name in names]
+    if len(validation) < len(get_split("cave")["validation"]):
+        return "cave", None
+    return "cave", {"train": [name for name in names if name not in validation], "validation": validation}
+
+
+def prepare_data_dir(data_dir: str | Path, prepared: Path, response: str) -> Path:
+    """
+    `--train_data_dir` as a dataset folder: one written by `hsr data prepare` as it is, a raw folder (cube files or CAVE
+    scene folders, see `raw_folder_layout`) prepared with `build_dataset` into `prepared` unless that exists already.
+    """
+    path = Path(data_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"--train_data_dir {path} does not exist.")
+    if (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file():
+        return path
+    if not prepared.exists():
+        layout, split = raw_folder_layout(path)
+        logger.info(f"Preparing {path} ({layout} format) into {prepared}")
+        build_dataset(path, prepared, format=layout, split=split, response=response)
+    return prepared
+
+
+def load_splits(args, accelerator) -> tuple[datasets.Dataset, datasets.Dataset | None, str, list[float]]:
+    """The training and validation splits, the response to render RGB with and the dataset's wavelengths."""
+    recorded = None
+    if args.dataset_name is not None:
+        loaded = datasets.load_dataset(args.dataset_name)
+    else:
+        # A raw folder is prepared once, next to the outputs (main process first, then the others read it).
+        with accelerator.main_process_first():
+            path = prepare_data_dir(
+                args.train_data_dir, Path(args.output_dir) / "prepared_dataset", args.response or DEFAULT_RESPONSE
+            )
+        recorded = read_metadata(path).get("response")
+        loaded = datasets.load_from_disk(str(path))
+    if isinstance(loaded, datasets.Dataset):
+        loaded = datasets.DatasetDict({args.train_split: loaded})
+    if args.train_split not in loaded:
+        raise ValueError(f"The dataset has no split {args.train_split!r}; it has {list(loaded)}.")
+    train = loaded[args.train_split]
+    if len(train) == 0:
+        raise ValueError("The training split is empty.")
+    validation = loaded.get(args.validation_split)
+    return train, validation, args.response or recorded or DEFAULT_RESPONSE, dataset_wavelengths(train)
+
+
+def dataset_wavelengths(split: datasets.Dataset) -> list[float]:
+    values = split.with_format("numpy", columns=["wavelengths"])[0]["wavelengths"]
+    # Whole-nanometre bands as ints, so that the pipeline config matches its `list[int]` annotation.
+    return [int(w) if float(w).is_integer() else float(w) for w in values]
+
+
+def make_train_dataset(args, split: datasets.Dataset, response: str) -> PatchDataset:
+    return PatchDataset(
+        split,
+        patch_size=args.resolution,
+        patches_per_scene=args.patches_per_scene,
+        response=response,
+        rgb_mode=args.rgb_mode,
+        seed=args.seed,
+        in_memory=args.in_memory,
+        degradation=script_args.make_degradation(args),
+    )
+
+
+def make_train_dataloader(args, train_dataset, accelerator) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        train_dataset,
+        batch_size=args.train_batch_size,
+        shuffle=True,
+        num_workers=args.dataloader_num_workers,
+        drop_last=len(train_dataset) >= args.train_batch_size * accelerator.num_processes,
+    )
+
+
+def resolve_model(name_or_path: str) -> str:
+    """A flag's model as `from_pretrained` finds it: bundled names map to their folder, offline."""
+    from hsr_diffusers.pipelines.auto_pipeline import resolve_pretrained
+
+    return resolve_pretrained(name_or_path)
+
+
+def load_released(args, pipeline_class, wavelengths: list):
+    """The released pipeline that `--pretrained_model_name_or_path` fine-tunes (bundled names resolve offline)."""
+    released = pipeline_class.from_pretrained(resolve_model(args.pretrained_model_name_or_path))
+    if list(released.config.wavelengths) != list(wavelengths):
+        raise ValueError(
+            f"{args.pretrained_model_name_or_path} has wavelengths {released.config.wavelengths}, the data {wavelengths}."
+        )
+    args.residual = "root_poly" if released.estimator is not None else "none"
+    return released
+
+
+def load_or_fit_estimator(
+    args, accelerator, train_split, response, wavelengths, released=None
+) -> RootPolynomialRegression | None:
+    """
+    The closed-form estimator of residual training (`--residual root_poly`), fitted once on the main process (or taken
+    from the `released` pipeline being fine-tuned) and saved in `output_dir/estimator` so that a resumed run conditions
+    on exactly the same estimate; None for `--residual none`.
+    """
+    if args.residual != "root_poly":
+        return None
+    estimator_dir = Path(args.output_dir) / "estimator"
+    with accelerator.main_process_first():
+        if released is not None:
+            estimator = released.estimator
+            if accelerator.is_main_process:
+                estimator.save_pretrained(estimator_dir)
+        elif (estimator_dir / "config.json").is_file():
+            estimator = RootPolynomialRegression.from_pretrained(estimator_dir)
+        else:
+            estimator = fit_root_polynomial(
+                train_split, response, wavelengths, args.rgb_mode, args.root_poly_degree, seed=args.seed
+            )
+            if accelerator.is_main_process:
+                estimator.save_pretrained(estimator_dir)
+    return estimator.requires_grad_(False).to(accelerator.device)
