@@ -4,7 +4,7 @@ The public names below are imported on first use (PEP 562 `__getattr__`), not wh
 diffusers take seconds to import, and the `hsr` command must answer `--help` without them.
 """
 
-import importlib
+from hsr_diffusers._lazy import lazy_exports
 
 
 __version__ = "0.1.0"
@@ -37,13 +37,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
