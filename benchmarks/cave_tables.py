@@ -102,7 +102,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", required=True, help="dataset folder prepared from the CAVE scenes (10/2 split)")
+    parser.add_argument(
+        "--data", required=True, help="dataset folder from `hsr data prepare --format cave --split cave` (17/2 scenes)"
+    )
     parser.add_argument(
         "--models", nargs="+", required=True, metavar="NAME=PATH", help="pipeline folders (or bundled names) by name"
     )

@@ -23,7 +23,7 @@ def readme_snippet() -> str:
 
 def test_readme_python_snippet_runs(tmp_path, monkeypatch, capsys):
     # The snippet opens the example photos by relative path: run it in a folder holding 48x64 crops of them, so that
-    # it takes a second (the bundled DDPM samples 64-px tiles in one step) instead of the whole photo's time.
+    # it takes a second (the bundled DDPM samples one tile in one step) instead of the whole photo's time.
     (tmp_path / "examples").mkdir()
     for photo in (REPO_ROOT / "examples").iterdir():
         if photo.suffix.lower() in (".png", ".jpg", ".jpeg"):

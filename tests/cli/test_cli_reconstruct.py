@@ -327,7 +327,7 @@ def test_example_script_and_licences(ddpm, photo, tmp_path, monkeypatch, capsys)
 # ---------------------------------------------------------------------------------------------- what ships
 @pytest.fixture(scope="module")
 def coffee_crop(tmp_path_factory) -> Path:
-    """A 48x64 crop of the bundled example photo: one 64-px tile of the bundled DDPM."""
+    """A 48x64 crop of the bundled example photo: one tile of the bundled DDPM."""
     path = tmp_path_factory.mktemp("coffee") / "coffee.png"
     with PIL.Image.open(EXAMPLES / "coffee.png") as image:
         image.convert("RGB").crop((160, 100, 224, 148)).save(path)

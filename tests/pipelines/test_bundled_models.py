@@ -33,7 +33,7 @@ def test_bundled_models_are_listed_and_small():
 
 @pytest.fixture(scope="module")
 def photo_crop() -> np.ndarray:
-    """Linear camera RGB of a 48x64 crop of the example photo: one 64-px tile of the bundled DDPM."""
+    """Linear camera RGB of a 48x64 crop of the example photo: one tile of the bundled DDPM."""
     with PIL.Image.open(EXAMPLES / "coffee.png") as image:
         crop = np.asarray(image.convert("RGB").crop((160, 100, 224, 148)))
     return srgb_to_camera_rgb(crop / 255.0)
