@@ -105,16 +105,15 @@ def main(args: argparse.Namespace) -> None:
     pipeline.set_progress_bar_config(disable=True)
     values, _ = script_validation.validate(pipeline, validation_split, args, response, wavelengths, accelerator, {})
     pipeline.save_pretrained(args.output_dir)
-    write_model_card(args, train_split, num_pixels, fit_seconds, values, response, accelerator)
+    write_model_card(args, train_split, num_pixels, fit_seconds, values, response, len(wavelengths), accelerator)
     logger.info("Saved %s", args.output_dir)
     if args.push_to_hub:
         script_training.push_folder(args, args.output_dir)
 
 
-def write_model_card(args, train_split, num_pixels, fit_seconds, values, response, accelerator) -> None:
+def write_model_card(args, train_split, num_pixels, fit_seconds, values, response, num_bands, accelerator) -> None:
     """A short README.md: what the model is, how to load it, its (closed-form) training budget and the command."""
     num_terms = {1: 3, 2: 6, 3: 13}[args.degree]
-    num_bands = len(script_data.dataset_wavelengths(train_split))
     card = f"""# Root-polynomial regression (degree {args.degree}): RGB to {num_bands} bands
 
 The closed-form floor of hsr-diffusers: per pixel, the spectrum is a linear map of the {num_terms} root-polynomial terms
