@@ -286,7 +286,7 @@ def build_report(results: dict, model_paths: dict[str, str], command: str, floor
         + "; ".join(f"`{name}`: {CONDITIONS[name]}" for name in results)
         + ". Diffusion models are scored on the mean of their samples; ±1σ and ±2σ are the fractions of true values "
         "within that many (calibrated) standard deviations of it, pooled over pixels and bands."
-        + (f" Ratios are to `{floor}`." if floor else ""),
+        + (f" Ratios are to `{floor}`, from the unrounded means." if floor else ""),
         summary_table(summary, floor),
     ]
     for condition, runs in results.items():
