@@ -292,7 +292,8 @@ def test_cave_tables_end_to_end(dataset, ddpm_dir, tmp_path, capsys):
     report = output.read_text()
     assert report == capsys.readouterr().out.split("Wrote ")[0].rstrip("\n") + "\n"
     assert "python benchmarks/cave_tables.py --data" in report and f"gan={gan_dir}" in report
-    assert "the final checkpoint of a fixed training budget; the validation scenes are not used to choose" in report
+    assert "the final checkpoint of a fixed training budget; no checkpoint or stopping step was picked" in report
+    assert "Mean over the validation scenes" in report  # the default split, named in the summary
     assert "torch " + torch.__version__ in report
     assert f"| gan | `{gan_dir}` | 8000 | 16 | 95.3 | 1 process(es) on CPU" in report
     assert f"| ddpm | `{ddpm_dir}` | 500 | not recorded | 42.0 | not recorded |" in report
