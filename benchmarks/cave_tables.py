@@ -271,9 +271,7 @@ def summary_table(summary: dict[str, dict[str, dict]], floor: str | None) -> str
     return "\n".join(lines)
 
 
-def build_report(
-    results: dict, model_paths: dict[str, str], command: str, floor: str | None, split: str = "validation"
-) -> str:
+def build_report(results: dict, model_paths: dict[str, str], command: str, floor: str | None, split: str) -> str:
     """The whole Markdown report: summary over the conditions, then each condition's `EvaluationResult` tables."""
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     summary = {condition: condition_means(runs) for condition, runs in results.items()}
