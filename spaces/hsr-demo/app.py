@@ -1,7 +1,7 @@
 """Gradio demo of hsr-diffusers: turn an RGB photo into a 31-band hyperspectral cube, look at its bands, spectra and
 uncertainty, and download it.
 
-The file keeps three things apart (see the project's STYLE.md, "Space and model cards"):
+The file keeps three things apart:
 
 - `load_pipelines()` loads the bundled models once;
 - `predict(...)`, `spectrum_at(...)`, `band_image(...)` and `export_cube(...)` are plain functions of their inputs;
