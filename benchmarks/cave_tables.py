@@ -18,11 +18,11 @@ input conditions (`--conditions`):
 
 With `--floor NAME`, a summary table gives every model's RMSE and SAM as a ratio to that model's (the root-polynomial
 regression refit on the same training scenes) under each condition, with the DDPM's coverage at ±1σ and ±2σ. The report holds
-the exact command line, the machine, each model's training budget (read from its folder's README.md model card, else
+the exact command line, the machine, each model's training budget (read from its folder's `train_meta.json`, else
 from its last `checkpoint-N`), the mean table, the per-scene table (one row per scene, one column group per method) and
 the uncertainty calibration of the diffusion model. Checkpoint selection, the same for every method: the final
 checkpoint of a fixed training budget; the validation scenes are not used to choose anything. Next to the Markdown,
-`cave_tables.csv` (one row per model and scene) and `cave_tables.json` keep every number.
+`cave_tables.json` keeps every number (summary, per-scene rows, calibration) for scripts and tests to read.
 
 ## ARAD-HS protocol (NTIRE 2020 clean track, 450 training / 10 validation scenes)
 
@@ -49,7 +49,7 @@ checkpoint of a fixed training budget; the validation scenes are not used to cho
 
 ## Output
 
-`--output` (default `benchmarks/results/cave_tables.md`) and the `.csv` and `.json` of the same stem.
+`--output` (default `benchmarks/results/cave_tables.md`) and the `.json` of the same stem.
 """
 
 import argparse
@@ -141,56 +141,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------------------------------------------- budgets
-_CARD_PATTERNS = {
-    # The model cards of model_cards/ ("batch 16, 8000 steps", "...; 95.3 minutes of training.").
-    "train_steps": r"batch [^,\n]+, ([\d,]+) steps",
-    "batch_size": r"batch (\d+)",
-    "wall_time_minutes": r"([\d.]+) minutes of training",
-    "hardware": r"Hardware and time: (.+?); [\d.]+ minutes",
-}
+BUDGET_KEYS = ("train_steps", "batch_size", "wall_time_minutes", "hardware", "training_command", "training_budget")
 
 
 def read_training_budget(folder: str | Path) -> dict[str, str]:
     r"""
-    What a pipeline folder says about its training: `train_steps`, `batch_size`, `wall_time_minutes`, `hardware`,
-    `training_command` and any other `- **key**: value` fact of its README.md model card; `train_steps` and
-    `wall_time_minutes` fall back to the last `checkpoint-N` folder and its `train_meta.json`. Empty when the folder
-    records nothing.
+    What a pipeline folder records about its training, from JSON only (never from the model card's prose).
+
+    The folder's `train_meta.json` gives any of `BUDGET_KEYS` (the facts a training run states about itself:
+    `train_steps`, `batch_size`, `wall_time_minutes`, `hardware`, `training_command`, `training_budget`);
+    `train_steps` and `wall_time_minutes` fall back to the last `checkpoint-N` folder and its `train_meta.json`.
+
+    Args:
+        folder (`str` or `Path`):
+            A pipeline folder or a bundled name (`hsr-diffusers/ddpm-cave`).
+
+    Returns:
+        `dict[str, str]`: the recorded facts as display strings (floats with one decimal); empty when the folder
+        records nothing.
     """
     from hsr_diffusers.pipelines.auto_pipeline import resolve_pretrained
 
     folder = Path(resolve_pretrained(folder))
-    facts: dict[str, str] = {}
-    readme = folder / "README.md"
-    if readme.is_file():
-        text = readme.read_text()
-        for key, value in re.findall(r"^\s*-\s*\*\*(\w+)\*\*:\s*(.+?)\s*$", text, re.MULTILINE):
-            facts.setdefault(key, value.strip("`"))
-        for key, pattern in _CARD_PATTERNS.items():
-            match = re.search(pattern, text)
-            if key not in facts and match:
-                facts[key] = match.group(1)
-        # Fenced blocks in order (opening and closing fences pair up), the first shell block naming a training script.
-        blocks = re.findall(r"^```(\w*)\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
-        commands = [
-            body.strip()
-            for lang, body in blocks
-            if lang in ("", "bash", "sh") and re.search(r"(train|distill)_\w+\.py", body)
-        ]
-        if "training_command" not in facts and commands:
-            facts["training_command"] = commands[0]
+    recorded = {}
+    meta = folder / "train_meta.json"
+    if meta.is_file():
+        recorded = {key: value for key, value in json.loads(meta.read_text()).items() if key in BUDGET_KEYS}
     checkpoints = sorted(
         (int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)
     )
     if checkpoints:
         step, last = checkpoints[-1]
-        facts.setdefault("train_steps", str(step))
+        recorded.setdefault("train_steps", step)
         meta = last / "train_meta.json"
-        if "wall_time_minutes" not in facts and meta.is_file():
-            minutes = json.loads(meta.read_text()).get("wall_time_minutes")
-            if minutes is not None:
-                facts["wall_time_minutes"] = f"{minutes:.1f}"
-    return facts
+        minutes = json.loads(meta.read_text()).get("wall_time_minutes") if meta.is_file() else None
+        if minutes is not None:
+            recorded.setdefault("wall_time_minutes", minutes)
+    return {key: f"{value:.1f}" if isinstance(value, float) else str(value) for key, value in recorded.items()}
 
 
 def budget_section(model_paths: dict[str, str]) -> str:
@@ -337,8 +324,6 @@ def main(argv: list[str] | None = None) -> int:
     report = build_report(results, args.model_paths, args.command, args.floor, args.split)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)
-    first = results[args.conditions[0]][0]
-    first.to_csv(args.output.with_suffix(".csv"))
     summary = {condition: condition_means(runs) for condition, runs in results.items()}
     payload = {
         "command": args.command,
@@ -351,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.output.with_suffix(".json").write_text(json.dumps(payload, indent=2, default=float))
     print(report)
-    print(f"Wrote {args.output} and its .csv and .json.")
+    print(f"Wrote {args.output} and its .json.")
     return 0
 
 

@@ -266,11 +266,36 @@ def load_cave_tables():
     return module
 
 
-def test_cave_tables_end_to_end(dataset, ddpm_dir, tmp_path, capsys):
-    from hsr_diffusers.training_utils import write_model_card
-
+def test_cave_tables_reads_training_budgets_from_json_not_from_the_card(tmp_path):
     cave_tables = load_cave_tables()
-    # A GAN folder with the model card the training script writes, a DDPM folder with only checkpoints.
+    folder = tmp_path / "run"
+    folder.mkdir()
+    # A card whose prose states a budget: read by people only.
+    (folder / "README.md").write_text("- **train_steps**: 8000\n\nbatch 16, 8000 steps; 95.3 minutes of training.\n")
+    assert cave_tables.read_training_budget(folder) == {}
+
+    (folder / "checkpoint-900" / "nested").mkdir(parents=True)
+    (folder / "checkpoint-1200").mkdir()
+    (folder / "checkpoint-1200" / "train_meta.json").write_text(json.dumps({"wall_time_minutes": 12.345}))
+    assert cave_tables.read_training_budget(folder) == {"train_steps": "1200", "wall_time_minutes": "12.3"}
+
+    # The folder's own train_meta.json wins over the checkpoints; keys outside the budget are ignored.
+    facts = {"train_steps": 3400, "batch_size": 16, "wall_time_minutes": "45.6", "seed": 0, "hardware": "1 CPU"}
+    (folder / "train_meta.json").write_text(json.dumps(facts))
+    budget = cave_tables.read_training_budget(folder)
+    assert budget == {"train_steps": "3400", "batch_size": "16", "wall_time_minutes": "45.6", "hardware": "1 CPU"}
+
+
+@pytest.mark.parametrize("name", ["hsr-diffusers/ddpm-cave", "hsr-diffusers/pixelgan-cave"])
+def test_bundled_models_record_their_training_budget(name):
+    budget = load_cave_tables().read_training_budget(name)
+    assert set(budget) >= {"train_steps", "batch_size", "wall_time_minutes", "hardware", "training_command"}
+    assert "train_scripts/" in budget["training_command"]
+
+
+def test_cave_tables_end_to_end(dataset, ddpm_dir, tmp_path, capsys):
+    cave_tables = load_cave_tables()
+    # A GAN folder with the facts a training run records, a DDPM folder with only checkpoints.
     gan_dir = tmp_path / "gan"
     tiny_gan().save_pretrained(gan_dir)
     facts = {
@@ -280,7 +305,7 @@ def test_cave_tables_end_to_end(dataset, ddpm_dir, tmp_path, capsys):
         "train_steps": 8000,
         "batch_size": 16,
     }
-    write_model_card(gan_dir, facts, REPO_ROOT / "model_cards" / "templates" / "hsr-pixelgan-cave.md")
+    (gan_dir / "train_meta.json").write_text(json.dumps(facts))
     (ddpm_dir / "checkpoint-500").mkdir(exist_ok=True)
     (ddpm_dir / "checkpoint-500" / "train_meta.json").write_text(json.dumps({"wall_time_minutes": 42.04}))
 
@@ -301,7 +326,7 @@ def test_cave_tables_end_to_end(dataset, ddpm_dir, tmp_path, capsys):
     for section in ("### Mean over scenes", "### Per scene", "### Uncertainty calibration"):
         assert section in report
     assert "| ddpm | 2 |" in report  # the calibration row: 2 samples
-    assert output.with_suffix(".csv").is_file() and output.with_suffix(".json").is_file()
+    assert output.with_suffix(".json").is_file() and not output.with_suffix(".csv").exists()
     # Every input condition, one evaluation per held-out camera, and the summary against the floor.
     for condition in ("clean", "noise_jpeg"):
         assert f"## Condition `{condition}`" in report
