@@ -1,0 +1,106 @@
+"""`benchmarks/results/` holds what the documentation cites, and the documented accuracy tables match the JSON results.
+
+The documentation: README.md, each bundled model's card (its folder's README.md) and train_scripts/README.md. A results
+file may also be cited by a results file that is itself cited (a note pointing at its measurement), or by the candidate
+record of a bundled model.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+CARDS = sorted((REPO_ROOT / "hsr_diffusers" / "pretrained").glob("*/README.md"))
+DOCS = [REPO_ROOT / "README.md", REPO_ROOT / "train_scripts" / "README.md", *CARDS]
+CONDITIONS = ("clean", "noise_jpeg", "cameras")
+
+
+def readme_performance() -> str:
+    text = (REPO_ROOT / "README.md").read_text()
+    return text.split("\n## Performance\n", 1)[1].split("\n## ", 1)[0]
+
+
+def cited_paths(text: str) -> set[str]:
+    """`benchmarks/results/...` paths in a text, and the bare `name.md` / `name.json` it names in backticks."""
+    paths = {match.rstrip(".,;:") for match in re.findall(r"benchmarks/results/([\w.*/-]+)", text)}
+    return paths | set(re.findall(r"`([\w*-]+\.(?:md|json))`", text))
+
+
+def test_every_results_path_the_documentation_cites_exists():
+    texts = [path.read_text() for path in DOCS]
+    cited = set().union(*(re.findall(r"benchmarks/results/([\w.*/-]+)", text) for text in texts))
+    cited = {path.rstrip(".,;:") for path in cited} | cited_paths(readme_performance())
+    assert cited, "the documentation cites no results"
+    missing = sorted(path for path in cited if not list(RESULTS.glob(path)))
+    assert not missing, f"cited but not in benchmarks/results/: {missing}"
+
+
+def test_every_results_file_is_cited():
+    files = {path.relative_to(RESULTS).as_posix() for path in RESULTS.rglob("*") if path.is_file()}
+    reached, texts = set(), [path.read_text() for path in DOCS]
+    while texts:  # a file is cited by the documentation, or by a results file that is
+        text = texts.pop()
+        names = cited_paths(text)
+        for name in files - reached:
+            folder = str(Path(name).parent)
+            if name in names or Path(name).name in text or (folder != "." and folder in names):
+                reached.add(name)
+                texts.append((RESULTS / name).read_text())
+            elif any(Path(name).match(pattern) for pattern in names if "*" in pattern):
+                reached.add(name)
+                texts.append((RESULTS / name).read_text())
+    assert not files - reached, f"results files nothing cites (delete them or cite them): {sorted(files - reached)}"
+
+
+def method_of(label: str) -> str:
+    """The `benchmarks/cave_tables.py --models` name of a table row, from its label."""
+    label = label.lower()
+    for keyword, method in (
+        ("first release", "pixelgan_first_release"),
+        ("floor", "root_poly"),
+        ("mst++", "mst_plus_plus"),
+        ("awan", "awan"),
+        ("ddpm", "ddpm"),
+        ("pixelgan", "pixelgan"),
+    ):
+        if keyword in label:
+            return method
+    raise AssertionError(f"no cave_tables.py method for the row {label!r}")
+
+
+def accuracy_rows(section: str) -> list[str]:
+    rows = [line for line in section.splitlines() if line.startswith("| ") and re.search(r"\d\.\d{3}", line)]
+    assert rows, "no accuracy table"
+    return rows
+
+
+def documented_tables() -> list[tuple[str, str]]:
+    tables = [("README.md", readme_performance().split("### Accuracy", 1)[1].split("\n### ", 1)[0])]
+    for card in CARDS:
+        tables.append((card.parent.name, card.read_text().split("\n## Evaluation", 1)[1].split("\n## ", 1)[0]))
+    return tables
+
+
+@pytest.mark.parametrize("where, section", documented_tables(), ids=[where for where, _ in documented_tables()])
+def test_documented_accuracy_matches_cave_tables_json(where, section):
+    summary = json.loads((RESULTS / "cave_tables.json").read_text())["summary"]
+    for row in accuracy_rows(section):
+        label, *cells = [cell.strip() for cell in row.strip("|").split("|")]
+        method = method_of(label)
+        # RMSE and SAM under each condition, in that order, each maybe with its ratio to the floor: "0.0297 (0.86×)".
+        values = re.findall(r"(\d+\.\d+)(?: \((\d+\.\d+)×\))?", " ".join(cell for cell in cells if "%" not in cell))
+        assert len(values) >= 6, f"{where}: row {label!r} lacks RMSE and SAM under three conditions"
+        for (value, ratio), (condition, metric) in zip(values, [(c, m) for c in CONDITIONS for m in ("rmse", "sam")]):
+            measured, floor = summary[condition][method][metric], summary[condition]["root_poly"][metric]
+            decimals = len(value.split(".")[1])
+            assert f"{measured:.{decimals}f}" == value, f"{where}: {label!r} {condition} {metric}"
+            if ratio:
+                assert f"{measured / floor:.{len(ratio.split('.')[1])}f}" == ratio, f"{where}: {label!r} ratio"
+        coverage = [cell for cell in cells if "%" in cell]
+        if coverage:  # "90.5 / 89.3 / 91.4 %": ±2σ coverage under each condition
+            printed = re.findall(r"\d+\.\d", coverage[0])
+            assert printed == [f"{100 * summary[c][method]['within_2sigma']:.1f}" for c in CONDITIONS], where
