@@ -267,7 +267,7 @@ def load_cave_tables():
 
 
 def test_cave_tables_end_to_end(dataset, ddpm_dir, tmp_path, capsys):
-    from hsr_diffusers.training_utils import write_model_card
+    from script_model_card import write_model_card  # train_scripts/, on the test path (pyproject.toml)
 
     cave_tables = load_cave_tables()
     # A GAN folder with the model card the training script writes, a DDPM folder with only checkpoints.

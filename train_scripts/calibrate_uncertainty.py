@@ -33,8 +33,8 @@ import hsr_diffusers
 from hsr_diffusers import HSRDiffusionPipeline
 from hsr_diffusers.data import get_cube
 from hsr_diffusers.data.degradation import PhotoDegradation
+from hsr_diffusers.data.rendering import render_training_rgb
 from hsr_diffusers.pipelines.auto_pipeline import resolve_pretrained
-from hsr_diffusers.training_utils import render_training_rgb
 
 
 logger = logging.getLogger(__name__)

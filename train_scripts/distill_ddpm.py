@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from accelerate.logging import get_logger
 from diffusers import DDPMScheduler, UNet2DModel
+from script_losses import spectral_loss
 
 from hsr_diffusers import HSRDiffusionPipeline
-from hsr_diffusers.training_utils import spectral_loss
 
 
 logger = get_logger(__name__, log_level="INFO")

@@ -11,9 +11,8 @@ import torch
 
 from hsr_diffusers.data import PatchDataset, build_dataset, get_split, read_metadata
 from hsr_diffusers.data.io import CUBE_SUFFIXES, CubeFormatError, find_cave_band_files
-from hsr_diffusers.models import RootPolynomialRegression
+from hsr_diffusers.models import RootPolynomialRegression, fit_root_polynomial
 from hsr_diffusers.spectral import DEFAULT_RESPONSE
-from hsr_diffusers.training_utils import fit_root_polynomial
 
 
 logger = logging.getLogger(__name__)

@@ -62,8 +62,8 @@ def raw_cave_folder(tiny_dataset, tmp_path_factory) -> Path:
 def tiny_estimator(dataset: Path):
     from datasets import load_from_disk
 
+    from hsr_diffusers.models import fit_root_polynomial
     from hsr_diffusers.spectral import DEFAULT_RESPONSE, WAVELENGTHS
-    from hsr_diffusers.training_utils import fit_root_polynomial
 
     return fit_root_polynomial(load_from_disk(str(dataset))["train"], DEFAULT_RESPONSE, WAVELENGTHS, degree=1)
 
