@@ -130,7 +130,7 @@ def main(args: argparse.Namespace) -> None:
     )
 
     # 4. Train, resuming from a checkpoint: weights, optimiser, LR schedule and RNG states, then the data position
-    logger.info(f"{len(train_split)} scenes, {len(train_dataset)} patches per epoch, {progress.max_train_steps} steps")
+    logger.info(f"{len(train_split)} scenes, {len(train_dataset)} patches per epoch, {progress.budget}")
     progress.start("distill_ddpm", checkpoint, global_step)
     scale = args.residual_scale
     # End of the copy from train_ddpm.main

@@ -37,11 +37,23 @@ def make_accelerator(args):
         ),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO, handlers=[BarSafeHandler()]
+    )
     set_seed(args.seed)
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
     return accelerator
+
+
+class BarSafeHandler(logging.StreamHandler):
+    """Writes log lines with `tqdm.write`, above the progress bar instead of into it (stderr, as `StreamHandler`)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:
+            self.handleError(record)
 
 
 class Timer:
@@ -175,6 +187,9 @@ class TrainingProgress:
     resuming, then after each step the EMA update, progress bar and trackers, `checkpoint-N` with the time budget, and
     periodic validation.
 
+    The progress bar counts steps, or with `--max_train_minutes` the minutes of the budget (steps in its postfix): the
+    step count of `--num_epochs` is only an upper bound then, and its ETA would be that of a run that never happens.
+
     Build it before `accelerator.prepare` (the step counts use the unsplit data loader), then call `start`.
     """
 
@@ -188,6 +203,16 @@ class TrainingProgress:
         self.num_epochs = math.ceil(self.max_train_steps / self.steps_per_epoch)
         self.global_step, self.first_epoch, self.resume_batches = 0, 0, 0
         self.progress_bar = None
+
+    @property
+    def budget(self) -> str:
+        """The run's budget in words, for the log: steps, and the time budget that ends the run first."""
+        if self.args.max_train_minutes is None:
+            return f"{self.max_train_steps} steps"
+        return (
+            f"at most {self.max_train_steps} steps: the {self.args.max_train_minutes:g} min budget ends the run at the "
+            f"first checkpoint after it (every {self.args.checkpointing_steps} steps)"
+        )
 
     @property
     def done(self) -> bool:
@@ -221,12 +246,21 @@ class TrainingProgress:
             self.resume_batches = (global_step % self.steps_per_epoch) * args.gradient_accumulation_steps
             if budget_spent(accelerator, self.timer, args.max_train_minutes):
                 self.max_train_steps = global_step  # resumed after the time budget was spent: release this checkpoint
-        self.progress_bar = tqdm(
-            range(self.max_train_steps),
-            initial=self.global_step,
-            disable=not accelerator.is_local_main_process,
-            desc="Steps",
-        )
+        disable = not accelerator.is_local_main_process
+        if args.max_train_minutes is None:
+            self.progress_bar = tqdm(
+                total=self.max_train_steps, initial=self.global_step, desc="Steps", disable=disable
+            )
+        else:
+            minutes = args.max_train_minutes
+            self.progress_bar = tqdm(
+                total=minutes,
+                initial=min(self.timer.minutes(), minutes),
+                desc=f"Minutes of the {minutes:g} min budget",
+                unit="min",
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total:g} [{elapsed}<{remaining}{postfix}]",
+                disable=disable,
+            )
 
     def epochs(self):
         """The epochs left to train; none once the step budget is reached (a run resumed from its final checkpoint)."""
@@ -253,13 +287,15 @@ class TrainingProgress:
         if ema_model is not None:
             ema_model.step(model.parameters())
         self.global_step += 1
-        self.progress_bar.update(1)
-        self.progress_bar.set_postfix(**logs)
+        self.advance_progress_bar(logs)
         accelerator.log(logs, step=self.global_step)
 
         if self.global_step % args.checkpointing_steps == 0:
-            meta = {"wall_time_minutes": self.timer.minutes(), **self.checkpoint_meta}
-            save_checkpoint(accelerator, args.output_dir, self.global_step, args.checkpoints_total_limit, meta)
+            minutes = self.timer.minutes()
+            meta = {"wall_time_minutes": minutes, **self.checkpoint_meta}
+            path = save_checkpoint(accelerator, args.output_dir, self.global_step, args.checkpoints_total_limit, meta)
+            if accelerator.is_main_process:
+                logger.info(f"step {self.global_step}: saved {path.name} after {minutes:.2f} min")
             if budget_spent(accelerator, self.timer, args.max_train_minutes):
                 self.max_train_steps = self.global_step  # the time budget ends the run at this checkpoint
         if self.global_step % args.validation_steps == 0 and not self.done:
@@ -267,12 +303,23 @@ class TrainingProgress:
             script_validation.log_validation(accelerator, values, grid, self.global_step)
         return self.done
 
+    def advance_progress_bar(self, logs: dict) -> None:
+        """One step on the bar (a step bar), or the minutes so far (a time-budget bar), with the step and losses."""
+        bar = self.progress_bar
+        if self.args.max_train_minutes is None:
+            bar.set_postfix(logs, refresh=False)
+            bar.update(1)
+        else:
+            bar.set_postfix({"step": self.global_step, **logs}, refresh=False)
+            bar.update(max(min(self.timer.minutes(), bar.total) - bar.n, 0.0))
+
     def final_validation(self, validate, train_split, validation_split, response: str) -> dict:
         """
         The end of the run always validates once more, for the model card. Returns the model-card facts that every
         training script states from its own run (`run_facts`), these metrics included.
         """
         self.accelerator.wait_for_everyone()
+        self.progress_bar.close()
         values, grid = validate()
         script_validation.log_validation(self.accelerator, values, grid, self.global_step)
         args, accelerator, timer = self.args, self.accelerator, self.timer
@@ -293,6 +340,7 @@ def released_model(accelerator, model, ema_model):
 def save_release(args, pipeline, facts: dict) -> None:
     """Saves the released pipeline in `--output_dir` with a model card of the run, and uploads it with `--push_to_hub`."""
     pipeline.save_pretrained(args.output_dir)
+    logger.info(f"Saved the pipeline of step {facts.get('train_steps')} and its model card in {args.output_dir}")
     script_model_card.write_model_card(args.output_dir, facts, script_model_card.card_template(args.model_card))
     if args.push_to_hub:
         push_folder(args, args.output_dir)

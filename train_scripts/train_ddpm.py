@@ -157,7 +157,7 @@ def main(args: argparse.Namespace) -> None:
     )
 
     # 4. Train, resuming from a checkpoint: weights, optimiser, LR schedule and RNG states, then the data position
-    logger.info(f"{len(train_split)} scenes, {len(train_dataset)} patches per epoch, {progress.max_train_steps} steps")
+    logger.info(f"{len(train_split)} scenes, {len(train_dataset)} patches per epoch, {progress.budget}")
     progress.start("train_ddpm", checkpoint, global_step)
     scale = args.residual_scale
     for epoch in progress.epochs():

@@ -151,7 +151,7 @@ def main(args: argparse.Namespace) -> None:
 
     # 4. Train, resuming from a checkpoint: weights, optimisers, LR schedules and RNG states, then the data position
     num_parameters = sum(p.numel() for p in unet.parameters())
-    logger.info(f"{args.generator}: {num_parameters:,} parameters, {progress.max_train_steps} steps")
+    logger.info(f"{args.generator}: {num_parameters:,} parameters, {progress.budget}")
     progress.start("train_pixelgan", checkpoint, global_step)
     for epoch in progress.epochs():
         unet.train()
