@@ -1,6 +1,8 @@
 """`hsr_diffusers.data.rendering`: the RGB the models see, and the deprecated `hsr_diffusers.training_utils` path."""
 
+import ast
 import importlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,3 +46,26 @@ def test_old_training_utils_path_warns_and_names_where_training_helpers_went():
         training_utils.spectral_loss  # noqa: B018
     with pytest.raises(AttributeError, match="train_scripts/script_model_card.py"):
         training_utils.write_model_card  # noqa: B018
+
+
+def test_library_imports_no_training_code():
+    # Training code lives beside the scripts; the package (evaluation included) never imports it, nor the old path.
+    package = Path(hsr_diffusers.__file__).parent
+    training_modules = {path.stem for path in (package.parent / "train_scripts").glob("*.py")}
+    offenders = []
+    for path in package.rglob("*.py"):
+        if path.name == "training_utils.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            offenders += [
+                f"{path.relative_to(package)}: {name}"
+                for name in names
+                if name == "hsr_diffusers.training_utils" or name.split(".")[0] in training_modules
+            ]
+    assert not offenders
