@@ -15,7 +15,13 @@ from pathlib import Path
 import script_model_card
 import script_validation
 import torch
-from script_checkpoints import CHECKPOINT_PATTERN, list_checkpoints, read_checkpoint_meta, save_checkpoint
+from script_checkpoints import (
+    CHECKPOINT_PATTERN,
+    list_checkpoints,
+    quiet_accelerate_logs,
+    read_checkpoint_meta,
+    save_checkpoint,
+)
 from tqdm.auto import tqdm
 
 
@@ -240,7 +246,8 @@ class TrainingProgress:
             accelerator.init_trackers(tracker_name, config=config)
         if checkpoint is not None:
             accelerator.print(f"Resuming from {checkpoint}")
-            accelerator.load_state(str(checkpoint))
+            with quiet_accelerate_logs():  # one line per restored part otherwise
+                accelerator.load_state(str(checkpoint))
             self.global_step = global_step
             self.first_epoch = global_step // self.steps_per_epoch
             self.resume_batches = (global_step % self.steps_per_epoch) * args.gradient_accumulation_steps
