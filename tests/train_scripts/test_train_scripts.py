@@ -94,7 +94,7 @@ def test_train_ddpm_two_steps_saves_loadable_pipeline(tiny_dataset, tmp_path, ca
     assert cubes.shape == (1, 16, 16, 31) and np.isfinite(cubes).all()
 
 
-def test_train_pixelgan_on_a_raw_cave_download_stops_at_its_time_budget(raw_cave_folder, tmp_path, caplog):
+def test_train_pixelgan_on_a_raw_cave_download_stops_at_its_time_budget(raw_cave_folder, tmp_path, caplog, capsys):
     import script_data
     import train_pixelgan
 
@@ -114,6 +114,9 @@ def test_train_pixelgan_on_a_raw_cave_download_stops_at_its_time_budget(raw_cave
     # One log line per checkpoint (accelerate's line per file it saves stays out) and the budget stated up front.
     assert "step 2: saved checkpoint-2 after" in caplog.text and "Saving current state" not in caplog.text
     assert "at most 10 steps: the 0 min budget ends the run at the first checkpoint after it" in caplog.text
+    # The bar counts the budget's minutes, not the 10 planned steps.
+    bar = capsys.readouterr().err
+    assert "Minutes of the 0 min budget" in bar and "/10 [" not in bar
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert (out / "discriminator" / "diffusion_pytorch_model.safetensors").is_file()
     assert {p.name for p in (out / "checkpoint-2").iterdir()} >= {"unet", "discriminator"}
