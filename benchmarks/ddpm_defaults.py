@@ -17,7 +17,7 @@ import torch
 from common import fixed_crops, markdown_table, photo_rgb, write_result
 
 from hsr_diffusers import HSRPipeline, metrics
-from hsr_diffusers.training_utils import render_training_rgb
+from hsr_diffusers.data.rendering import render_training_rgb
 
 
 def parse_args(argv=None):

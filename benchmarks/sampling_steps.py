@@ -19,7 +19,7 @@ from common import fixed_crops, markdown_table, write_result
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from hsr_diffusers import HSRPipeline, metrics
-from hsr_diffusers.training_utils import render_training_rgb
+from hsr_diffusers.data.rendering import render_training_rgb
 
 
 SCHEDULERS = {

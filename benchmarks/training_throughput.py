@@ -66,7 +66,6 @@ LOADERS = ["stream", "in_memory"]
 LAYOUTS = ["1x1", "1x2", "2x1"]  # processes x threads per process
 # tqdm's default bar: "Steps:  40%|████      | 12/30 [00:05<00:07, 2.3it/s, loss=0.1]"
 STEP_PATTERN = re.compile(r"Steps:\s*\d+%\|[^|\r\n]*\|\s*(\d+)/\d+")
-PROCESSES_PATTERN = re.compile(r"(\d+) process\(es\)")
 POLL_SECONDS = 0.2
 
 
@@ -222,8 +221,8 @@ def run_configuration(args, family: str, loader: str, processes: int, threads: i
     command = launch_command(TRAIN_SCRIPTS / SCRIPTS[family], processes, threads, script_args)
     try:
         result = measure(command, env, args.warmup_steps, total_steps, args.timeout)
-        card = Path(output_dir, "README.md")
-        launched = PROCESSES_PATTERN.search(card.read_text()) if card.is_file() else None
+        facts = Path(output_dir, "train_meta.json")  # the run's facts, written beside its model card
+        launched = json.loads(facts.read_text()).get("num_processes") if facts.is_file() else None
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)
     error = None
@@ -234,8 +233,8 @@ def run_configuration(args, family: str, loader: str, processes: int, threads: i
         error = "failed: " + (lines[-1][:100] if lines else f"exit code {result['returncode']}")
     elif result["seconds"] is None:
         error = "no tqdm step lines in the output"
-    elif launched is None or int(launched.group(1)) != processes:
-        found = launched.group(1) if launched else "an unknown number of"
+    elif launched != processes:
+        found = "an unknown number of" if launched is None else launched
         error = f"ran {found} process(es), expected {processes}"
     return {**result, "error": error}
 

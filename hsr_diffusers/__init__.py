@@ -18,6 +18,7 @@ _EXPORTS = {
     "PatchDiscriminator": "hsr_diffusers.models",
     "PixelDiscriminator": "hsr_diffusers.models",
     "RootPolynomialRegression": "hsr_diffusers.models",
+    "fit_root_polynomial": "hsr_diffusers.models",
     "HSRDiffusionPipeline": "hsr_diffusers.pipelines",
     "HSRPipeline": "hsr_diffusers.pipelines",
     "HSRPipelineOutput": "hsr_diffusers.pipelines",
@@ -32,6 +33,7 @@ _EXPORTS = {
     "load_cube": "hsr_diffusers.data.io",
     "load_cube_with_wavelengths": "hsr_diffusers.data.io",
     "save_cube": "hsr_diffusers.data.io",
+    "render_training_rgb": "hsr_diffusers.data.rendering",
 }
 
 __all__ = sorted(_EXPORTS)

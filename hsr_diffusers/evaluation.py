@@ -40,9 +40,9 @@ from diffusers import DiffusionPipeline
 from hsr_diffusers import metrics
 from hsr_diffusers.data.dataset import get_cube, get_paired_rgb
 from hsr_diffusers.data.degradation import PhotoSettings, render_photo
+from hsr_diffusers.data.rendering import render_training_rgb
 from hsr_diffusers.pipelines import HSRPipeline
 from hsr_diffusers.spectral import RENDER_MODES
-from hsr_diffusers.training_utils import render_training_rgb
 
 
 __all__ = [

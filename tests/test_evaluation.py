@@ -294,6 +294,8 @@ def test_bundled_models_record_their_training_budget(name):
 
 
 def test_cave_tables_end_to_end(dataset, ddpm_dir, tmp_path, capsys):
+    from script_model_card import write_model_card  # train_scripts/, on the test path (pyproject.toml)
+
     cave_tables = load_cave_tables()
     # A GAN folder with the facts a training run records, a DDPM folder with only checkpoints.
     gan_dir = tmp_path / "gan"
@@ -305,7 +307,9 @@ def test_cave_tables_end_to_end(dataset, ddpm_dir, tmp_path, capsys):
         "train_steps": 8000,
         "batch_size": 16,
     }
-    (gan_dir / "train_meta.json").write_text(json.dumps(facts))
+    # The card and the facts file, as a training run writes them; the table reads the facts file.
+    write_model_card(gan_dir, facts, REPO_ROOT / "model_cards" / "templates" / "hsr-pixelgan-cave.md")
+    assert json.loads((gan_dir / "train_meta.json").read_text())["train_steps"] == 8000
     (ddpm_dir / "checkpoint-500").mkdir(exist_ok=True)
     (ddpm_dir / "checkpoint-500" / "train_meta.json").write_text(json.dumps({"wall_time_minutes": 42.04}))
 

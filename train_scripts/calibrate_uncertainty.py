@@ -33,8 +33,8 @@ import hsr_diffusers
 from hsr_diffusers import HSRDiffusionPipeline
 from hsr_diffusers.data import get_cube
 from hsr_diffusers.data.degradation import PhotoDegradation
+from hsr_diffusers.data.rendering import render_training_rgb
 from hsr_diffusers.pipelines.auto_pipeline import resolve_pretrained
-from hsr_diffusers.training_utils import render_training_rgb
 
 
 logger = logging.getLogger(__name__)
@@ -162,9 +162,10 @@ def main(args: argparse.Namespace) -> dict:
         output = Path(args.output_dir)
         pipe.register_to_config(uncertainty_scale=summary["uncertainty_scale"])
         pipe.save_pretrained(output)
-        card = Path(source, "README.md")  # the model folder's card, carried to a new output folder
-        if card.is_file() and not (output / "README.md").is_file():
-            shutil.copyfile(card, output / "README.md")
+        # The model folder's card and run facts, carried to a new output folder
+        for name in ("README.md", "train_meta.json"):
+            if Path(source, name).is_file() and not (output / name).is_file():
+                shutil.copyfile(Path(source, name), output / name)
         (output / "uncertainty_calibration.json").write_text(json.dumps({**summary, "args": vars(args)}, indent=2))
         if (output / "README.md").is_file():
             add_card_section(output / "README.md", card_section(summary, args))

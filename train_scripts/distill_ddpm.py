@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from accelerate.logging import get_logger
 from diffusers import DDPMScheduler, UNet2DModel
+from script_losses import spectral_loss
 
 from hsr_diffusers import HSRDiffusionPipeline
-from hsr_diffusers.training_utils import spectral_loss
 
 
 logger = get_logger(__name__, log_level="INFO")
@@ -130,7 +130,7 @@ def main(args: argparse.Namespace) -> None:
     )
 
     # 4. Train, resuming from a checkpoint: weights, optimiser, LR schedule and RNG states, then the data position
-    logger.info(f"{len(train_split)} scenes, {len(train_dataset)} patches per epoch, {progress.max_train_steps} steps")
+    logger.info(f"{len(train_split)} scenes, {len(train_dataset)} patches per epoch, {progress.budget}")
     progress.start("distill_ddpm", checkpoint, global_step)
     scale = args.residual_scale
     # End of the copy from train_ddpm.main

@@ -57,9 +57,17 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
         "--train_data_dir",
         type=str,
         default=None,
-        help="A dataset folder written by `hsr data prepare`, or a raw folder prepared on the fly into "
-        "<output_dir>/prepared_dataset: cube files (.mat/.h5/.npy/ENVI/TIFF), or CAVE scene folders of band PNGs "
-        "(with feathers and glass_tiles present, the built-in 'cave' split: those two validate, the rest trains).",
+        help="A dataset folder written by `hsr data prepare`, or a raw folder prepared on the fly (once, into "
+        "--prepared_data_dir): cube files (.mat/.h5/.npy/ENVI/TIFF), or CAVE scene folders of band PNGs (with "
+        "feathers and glass_tiles present, the built-in 'cave' split: those two validate, the rest trains).",
+    )
+    data.add_argument(
+        "--prepared_data_dir",
+        type=str,
+        default=None,
+        help="Where a raw --train_data_dir is prepared, and found again by later and resumed runs. None: a folder "
+        "of the 🤗 datasets cache (HF_DATASETS_CACHE) named after the raw folder and a digest of its files, never "
+        "inside --output_dir.",
     )
     data.add_argument("--train_split", type=str, default="train")
     data.add_argument("--validation_split", type=str, default="validation")

@@ -2,7 +2,11 @@
 datasets and loaders, the released pipeline to fine-tune and the closed-form estimator.
 """
 
+import hashlib
+import json
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import datasets
@@ -11,9 +15,8 @@ import torch
 
 from hsr_diffusers.data import PatchDataset, build_dataset, get_split, read_metadata
 from hsr_diffusers.data.io import CUBE_SUFFIXES, CubeFormatError, find_cave_band_files
-from hsr_diffusers.models import RootPolynomialRegression
+from hsr_diffusers.models import RootPolynomialRegression, fit_root_polynomial
 from hsr_diffusers.spectral import DEFAULT_RESPONSE
-from hsr_diffusers.training_utils import fit_root_polynomial
 
 
 logger = logging.getLogger(__name__)
@@ -52,17 +55,56 @@ def prepare_data_dir(data_dir: str | Path, prepared: Path, response: str) -> Pat
     """
     `--train_data_dir` as a dataset folder: one written by `hsr data prepare` as it is, a raw folder (cube files or CAVE
     scene folders, see `raw_folder_layout`) prepared with `build_dataset` into `prepared` unless that exists already.
+    The dataset is written to `<prepared>.tmp` and renamed when complete, so an interrupted preparation is redone.
     """
     path = Path(data_dir)
     if not path.exists():
         raise FileNotFoundError(f"--train_data_dir {path} does not exist.")
     if (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file():
         return path
-    if not prepared.exists():
-        layout, split = raw_folder_layout(path)
-        logger.info(f"Preparing {path} ({layout} format) into {prepared}")
-        build_dataset(path, prepared, format=layout, split=split, response=response)
+    if prepared.exists():
+        logger.info(f"Using {prepared}, prepared earlier from {path}")
+        return prepared
+    layout, split = raw_folder_layout(path)
+    logger.info(f"Preparing {path} ({layout} format) into {prepared}")
+    partial = prepared.with_name(prepared.name + ".tmp")
+    if partial.exists():
+        shutil.rmtree(partial)
+    build_dataset(path, partial, format=layout, split=split, response=response)
+    os.replace(partial, prepared)
     return prepared
+
+
+def default_prepared_dir(data_dir: str | Path, response: str) -> Path:
+    """
+    Where a raw `--train_data_dir` is prepared without `--prepared_data_dir`: a folder of the 🤗 datasets cache
+    (`HF_DATASETS_CACHE`, by default `~/.cache/huggingface/datasets`), named after the raw folder and a digest of its
+    absolute path, its files (names, sizes, modification times) and the response. The same data finds the same folder
+    (a resumed run, another output folder); changed data gets a new one.
+    """
+    folder = Path(data_dir).resolve()
+    files = sorted(
+        (str(path.relative_to(folder)), path.stat().st_size, path.stat().st_mtime_ns)
+        for path in folder.rglob("*")
+        if path.is_file()
+    )
+    key = json.dumps({"folder": str(folder), "files": files, "response": response})
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return Path(datasets.config.HF_DATASETS_CACHE) / "hsr_diffusers_prepared" / f"{folder.name}-{digest}"
+
+
+def prepared_dir(args, response: str) -> Path:
+    """
+    Where a raw `--train_data_dir` is prepared: `--prepared_data_dir`, else `<output_dir>/prepared_dataset` for a run
+    started before the data moved out of the output folder (so that it resumes on the same data), else
+    `default_prepared_dir`. Released pipeline folders never hold the data.
+    """
+    if args.prepared_data_dir is not None:
+        return Path(args.prepared_data_dir)
+    legacy = Path(args.output_dir) / "prepared_dataset"
+    if legacy.is_dir():
+        return legacy
+    return default_prepared_dir(args.train_data_dir, response)
 
 
 def load_splits(args, accelerator) -> tuple[datasets.Dataset, datasets.Dataset | None, str, list[float]]:
@@ -71,11 +113,10 @@ def load_splits(args, accelerator) -> tuple[datasets.Dataset, datasets.Dataset |
     if args.dataset_name is not None:
         loaded = datasets.load_dataset(args.dataset_name)
     else:
-        # A raw folder is prepared once, next to the outputs (main process first, then the others read it).
+        # A raw folder is prepared once, outside the output folder (main process first, then the others read it).
+        response = args.response or DEFAULT_RESPONSE
         with accelerator.main_process_first():
-            path = prepare_data_dir(
-                args.train_data_dir, Path(args.output_dir) / "prepared_dataset", args.response or DEFAULT_RESPONSE
-            )
+            path = prepare_data_dir(args.train_data_dir, prepared_dir(args, response), response)
         recorded = read_metadata(path).get("response")
         loaded = datasets.load_from_disk(str(path))
     if isinstance(loaded, datasets.Dataset):

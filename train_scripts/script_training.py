@@ -1,37 +1,31 @@
 """The training loop's bookkeeping shared by the training scripts, in the order of diffusers' `train_unconditional.py`:
 accelerator set-up, resuming, the time budget, EMA and checkpoint hooks, the optimiser step, `TrainingProgress` (step
-counts, trackers, checkpoints, periodic validation), and the release with its model card.
+counts, progress bar, trackers, checkpoints, periodic validation), and the release with its model card.
 
-What a user of the package needs outside these scripts (the estimator fit, spectral losses, atomic checkpoints, the
-model-card writer) lives in `hsr_diffusers.training_utils`.
+Beside it: `script_checkpoints.py` (atomic `checkpoint-N` folders), `script_model_card.py` (the card and its facts),
+`script_losses.py` (spectral loss terms).
 """
 
 import logging
 import math
 import os
-import platform
 import time
 from pathlib import Path
 
-import datasets
-import script_args
+import script_model_card
 import script_validation
 import torch
-from tqdm.auto import tqdm
-
-from hsr_diffusers.training_utils import (
+from script_checkpoints import (
     CHECKPOINT_PATTERN,
-    format_metrics,
     list_checkpoints,
+    quiet_accelerate_logs,
     read_checkpoint_meta,
     save_checkpoint,
-    write_model_card,
 )
+from tqdm.auto import tqdm
 
 
 logger = logging.getLogger(__name__)
-
-CARD_TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "model_cards" / "templates"
 
 
 def make_accelerator(args):
@@ -49,11 +43,23 @@ def make_accelerator(args):
         ),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO, handlers=[BarSafeHandler()]
+    )
     set_seed(args.seed)
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
     return accelerator
+
+
+class BarSafeHandler(logging.StreamHandler):
+    """Writes log lines with `tqdm.write`, above the progress bar instead of into it (stderr, as `StreamHandler`)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:
+            self.handleError(record)
 
 
 class Timer:
@@ -187,6 +193,9 @@ class TrainingProgress:
     resuming, then after each step the EMA update, progress bar and trackers, `checkpoint-N` with the time budget, and
     periodic validation.
 
+    The progress bar counts steps, or with `--max_train_minutes` the minutes of the budget (steps in its postfix): the
+    step count of `--num_epochs` is only an upper bound then, and its ETA would be that of a run that never happens.
+
     Build it before `accelerator.prepare` (the step counts use the unsplit data loader), then call `start`.
     """
 
@@ -200,6 +209,16 @@ class TrainingProgress:
         self.num_epochs = math.ceil(self.max_train_steps / self.steps_per_epoch)
         self.global_step, self.first_epoch, self.resume_batches = 0, 0, 0
         self.progress_bar = None
+
+    @property
+    def budget(self) -> str:
+        """The run's budget in words, for the log: steps, and the time budget that ends the run first."""
+        if self.args.max_train_minutes is None:
+            return f"{self.max_train_steps} steps"
+        return (
+            f"at most {self.max_train_steps} steps: the {self.args.max_train_minutes:g} min budget ends the run at the "
+            f"first checkpoint after it (every {self.args.checkpointing_steps} steps)"
+        )
 
     @property
     def done(self) -> bool:
@@ -227,18 +246,28 @@ class TrainingProgress:
             accelerator.init_trackers(tracker_name, config=config)
         if checkpoint is not None:
             accelerator.print(f"Resuming from {checkpoint}")
-            accelerator.load_state(str(checkpoint))
+            with quiet_accelerate_logs():  # one line per restored part otherwise
+                accelerator.load_state(str(checkpoint))
             self.global_step = global_step
             self.first_epoch = global_step // self.steps_per_epoch
             self.resume_batches = (global_step % self.steps_per_epoch) * args.gradient_accumulation_steps
             if budget_spent(accelerator, self.timer, args.max_train_minutes):
                 self.max_train_steps = global_step  # resumed after the time budget was spent: release this checkpoint
-        self.progress_bar = tqdm(
-            range(self.max_train_steps),
-            initial=self.global_step,
-            disable=not accelerator.is_local_main_process,
-            desc="Steps",
-        )
+        disable = not accelerator.is_local_main_process
+        if args.max_train_minutes is None:
+            self.progress_bar = tqdm(
+                total=self.max_train_steps, initial=self.global_step, desc="Steps", disable=disable
+            )
+        else:
+            minutes = args.max_train_minutes
+            self.progress_bar = tqdm(
+                total=minutes,
+                initial=min(self.timer.minutes(), minutes),
+                desc=f"Minutes of the {minutes:g} min budget",
+                unit="min",
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total:g} [{elapsed}<{remaining}{postfix}]",
+                disable=disable,
+            )
 
     def epochs(self):
         """The epochs left to train; none once the step budget is reached (a run resumed from its final checkpoint)."""
@@ -265,13 +294,15 @@ class TrainingProgress:
         if ema_model is not None:
             ema_model.step(model.parameters())
         self.global_step += 1
-        self.progress_bar.update(1)
-        self.progress_bar.set_postfix(**logs)
+        self.advance_progress_bar(logs)
         accelerator.log(logs, step=self.global_step)
 
         if self.global_step % args.checkpointing_steps == 0:
-            meta = {"wall_time_minutes": self.timer.minutes(), **self.checkpoint_meta}
-            save_checkpoint(accelerator, args.output_dir, self.global_step, args.checkpoints_total_limit, meta)
+            minutes = self.timer.minutes()
+            meta = {"wall_time_minutes": minutes, **self.checkpoint_meta}
+            path = save_checkpoint(accelerator, args.output_dir, self.global_step, args.checkpoints_total_limit, meta)
+            if accelerator.is_main_process:
+                logger.info(f"step {self.global_step}: saved {path.name} after {minutes:.2f} min")
             if budget_spent(accelerator, self.timer, args.max_train_minutes):
                 self.max_train_steps = self.global_step  # the time budget ends the run at this checkpoint
         if self.global_step % args.validation_steps == 0 and not self.done:
@@ -279,16 +310,29 @@ class TrainingProgress:
             script_validation.log_validation(accelerator, values, grid, self.global_step)
         return self.done
 
+    def advance_progress_bar(self, logs: dict) -> None:
+        """One step on the bar (a step bar), or the minutes so far (a time-budget bar), with the step and losses."""
+        bar = self.progress_bar
+        if self.args.max_train_minutes is None:
+            bar.set_postfix(logs, refresh=False)
+            bar.update(1)
+        else:
+            bar.set_postfix({"step": self.global_step, **logs}, refresh=False)
+            bar.update(max(min(self.timer.minutes(), bar.total) - bar.n, 0.0))
+
     def final_validation(self, validate, train_split, validation_split, response: str) -> dict:
         """
         The end of the run always validates once more, for the model card. Returns the model-card facts that every
         training script states from its own run (`run_facts`), these metrics included.
         """
         self.accelerator.wait_for_everyone()
+        self.progress_bar.close()
         values, grid = validate()
         script_validation.log_validation(self.accelerator, values, grid, self.global_step)
         args, accelerator, timer = self.args, self.accelerator, self.timer
-        return run_facts(args, accelerator, timer, self.global_step, train_split, validation_split, values, response)
+        return script_model_card.run_facts(
+            args, accelerator, timer, self.global_step, train_split, validation_split, values, response
+        )
 
 
 def released_model(accelerator, model, ema_model):
@@ -303,7 +347,8 @@ def released_model(accelerator, model, ema_model):
 def save_release(args, pipeline, facts: dict) -> None:
     """Saves the released pipeline in `--output_dir` with a model card of the run, and uploads it with `--push_to_hub`."""
     pipeline.save_pretrained(args.output_dir)
-    write_model_card(args.output_dir, facts, card_template(args.model_card))
+    logger.info(f"Saved the pipeline of step {facts.get('train_steps')} and its model card in {args.output_dir}")
+    script_model_card.write_model_card(args.output_dir, facts, script_model_card.card_template(args.model_card))
     if args.push_to_hub:
         push_folder(args, args.output_dir)
 
@@ -317,93 +362,6 @@ def end_training(accelerator) -> None:
     accelerator.wait_for_everyone()
     accelerator.free_memory()
     accelerator.end_training()
-
-
-def machine_description(accelerator) -> str:
-    if torch.cuda.is_available() and accelerator.device.type == "cuda":
-        device = torch.cuda.get_device_name(accelerator.device)
-    else:
-        device = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-    return f"{accelerator.num_processes} process(es) on {device}, torch {torch.__version__}"
-
-
-def card_template(name_or_path: str | None) -> Path | None:
-    """`--model_card` as a file: a path, or a name in `model_cards/templates/`; None for no template."""
-    if name_or_path is None:
-        return None
-    for candidate in (Path(name_or_path), CARD_TEMPLATES_DIR / name_or_path):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"--model_card {name_or_path!r} is neither a file nor a template in {CARD_TEMPLATES_DIR}.")
-
-
-def scene_names(split: datasets.Dataset | None) -> list[str]:
-    if split is None or "name" not in split.column_names:
-        return []
-    return list(split.with_format(None, columns=["name"])["name"])
-
-
-def describe_rgb_input(args, response: str) -> str:
-    """How the run made the RGB it trained on, in words."""
-    rendered = f'`render_rgb(cube, "{response}", mode="{args.rgb_mode}")`'
-    if args.rgb_degradation == "none":
-        return f"rendered with {rendered} for every patch"
-    degradation = script_args.make_degradation(args)
-    jpeg = f"JPEG quality {degradation.jpeg_quality[0]}-{degradation.jpeg_quality[1]}"
-    return (
-        f"photo degradations drawn per patch (`--rgb_degradation photo`): {len(degradation.cameras)} cameras "
-        f"({', '.join(degradation.cameras)}) with "
-        f"their best 3x3 correction to `{response}`, exposure {degradation.exposure[0]}-{degradation.exposure[1]}, shot "
-        f"noise at {degradation.photo_electrons[0]:g}-{degradation.photo_electrons[1]:g} photo-electrons, read noise "
-        f"{degradation.read_noise_electrons[0]:g}-{degradation.read_noise_electrons[1]:g} e-, mosaic + demosaicing with "
-        f"probability {degradation.mosaic_probability:g}, {jpeg} with probability {degradation.jpeg_probability:g}; "
-        f"the clean render {rendered} for {degradation.clean_probability:g} of the patches"
-    )
-
-
-def describe_loss_terms(args) -> str:
-    weights = (("SAM", args.sam_weight), ("MRAE", args.mrae_weight))
-    terms = [f"{name} weight {weight:g}" for name, weight in weights if weight]
-    return ", ".join(terms) if terms else "no SAM or MRAE term"
-
-
-def describe_ema(args) -> str:
-    return f"EMA of the weights (decay {args.ema_decay:g}), released" if args.use_ema else "no EMA"
-
-
-def run_facts(args, accelerator, timer, global_step, train_split, validation_split, values, response) -> dict:
-    """The model-card facts that every training script states from its own run."""
-    train_names, validation_names = scene_names(train_split), scene_names(validation_split)
-    return {
-        "training_command": args.command,
-        "hardware": machine_description(accelerator),
-        "wall_time_minutes": f"{timer.minutes():.1f}",
-        "train_steps": global_step,
-        "train_scenes": len(train_split),
-        "train_scene_names": ", ".join(train_names) or "unnamed",
-        "validation_scene_names": ", ".join(validation_names[: args.max_validation_scenes]) or "none",
-        "validation_metrics": format_metrics(values),
-        "validation_tile_size": args.validation_tile_size,
-        "resolution": args.resolution,
-        "patches_per_scene": args.patches_per_scene,
-        "batch_size": args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps,
-        "learning_rate": f"{args.learning_rate:g}",
-        "response": response,
-        "rgb_input": describe_rgb_input(args, response),
-        "loss_terms": describe_loss_terms(args),
-        "ema": describe_ema(args),
-        "seed": args.seed,
-    }
-
-
-def describe_model(model, args, preset_keys=()) -> str:
-    """The trained network: class, where it started (a preset or a released pipeline) and its size."""
-    size = f"{sum(p.numel() for p in model.parameters()):,} parameters"
-    if getattr(args, "pretrained_model_name_or_path", None):
-        return f"`{type(model).__name__}` fine-tuned from `{args.pretrained_model_name_or_path}`, {size}"
-    settings = ", ".join(f"{key} {model.config[key]}" for key in preset_keys if key in model.config)
-    settings = f" ({settings})" if settings else ""
-    return f"`{type(model).__name__}` preset `{args.model_config}`{settings}, {size}"
 
 
 def push_folder(args, output_dir: str | Path) -> None:

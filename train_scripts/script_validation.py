@@ -12,7 +12,7 @@ import torch
 
 from hsr_diffusers import metrics
 from hsr_diffusers.data import get_cube
-from hsr_diffusers.training_utils import render_training_rgb
+from hsr_diffusers.data.rendering import render_training_rgb
 
 
 logger = logging.getLogger(__name__)

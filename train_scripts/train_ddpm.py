@@ -14,15 +14,17 @@ import functools
 import script_args
 import script_data
 import script_ddpm
+import script_model_card
 import script_training
 import torch
 import torch.nn.functional as F
 from accelerate.logging import get_logger
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import compute_snr
+from script_checkpoints import read_checkpoint_meta
+from script_losses import spectral_loss
 
 from hsr_diffusers import HSRDiffusionPipeline
-from hsr_diffusers.training_utils import read_checkpoint_meta, spectral_loss
 
 
 logger = get_logger(__name__, log_level="INFO")
@@ -155,7 +157,7 @@ def main(args: argparse.Namespace) -> None:
     )
 
     # 4. Train, resuming from a checkpoint: weights, optimiser, LR schedule and RNG states, then the data position
-    logger.info(f"{len(train_split)} scenes, {len(train_dataset)} patches per epoch, {progress.max_train_steps} steps")
+    logger.info(f"{len(train_split)} scenes, {len(train_dataset)} patches per epoch, {progress.budget}")
     progress.start("train_ddpm", checkpoint, global_step)
     scale = args.residual_scale
     for epoch in progress.epochs():
@@ -216,7 +218,7 @@ def main(args: argparse.Namespace) -> None:
     if accelerator.is_main_process:
         final = script_ddpm.build_ddpm_pipeline(accelerator, unet, ema_unet, noise_scheduler, pipeline, args)
         facts.update(script_ddpm.ddpm_card_facts(args, noise_scheduler))
-        facts["model"] = script_training.describe_model(final.unet, args, args.preset["unet"])
+        facts["model"] = script_model_card.describe_model(final.unet, args, args.preset["unet"])
         if args.pretrained_model_name_or_path:
             facts["start"] = f"fine-tuned from the released pipeline `{args.pretrained_model_name_or_path}`"
         else:

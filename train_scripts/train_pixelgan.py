@@ -14,11 +14,13 @@ import os
 
 import script_args
 import script_data
+import script_model_card
 import script_training
 import script_validation
 import torch
 import torch.nn as nn
 from accelerate.logging import get_logger
+from script_losses import spectral_loss
 
 from hsr_diffusers import (
     AWAN,
@@ -28,7 +30,6 @@ from hsr_diffusers import (
     PatchDiscriminator,
     PixelDiscriminator,
 )
-from hsr_diffusers.training_utils import spectral_loss
 
 
 logger = get_logger(__name__, log_level="INFO")
@@ -150,7 +151,7 @@ def main(args: argparse.Namespace) -> None:
 
     # 4. Train, resuming from a checkpoint: weights, optimisers, LR schedules and RNG states, then the data position
     num_parameters = sum(p.numel() for p in unet.parameters())
-    logger.info(f"{args.generator}: {num_parameters:,} parameters, {progress.max_train_steps} steps")
+    logger.info(f"{args.generator}: {num_parameters:,} parameters, {progress.budget}")
     progress.start("train_pixelgan", checkpoint, global_step)
     for epoch in progress.epochs():
         unet.train()
@@ -210,7 +211,7 @@ def main(args: argparse.Namespace) -> None:
         adversarial = f"{args.gan_mode} GAN loss weight {args.gan_weight:g}" if use_gan else "no GAN loss"
         facts.update(
             generator=args.generator,
-            model=script_training.describe_model(final.unet, args, args.preset.get("unet", {})),
+            model=script_model_card.describe_model(final.unet, args, args.preset.get("unet", {})),
             discriminator=f"`{args.discriminator}` (ndf {args.ndf})" if use_gan else "none (gan_weight 0)",
             residual=args.residual,
             beta1=f"{args.beta1:g}",

@@ -3,7 +3,7 @@
     python train_scripts/train_regression.py --train_data_dir data/cave --output_dir runs/root-poly-cave
 
 Closed-form least squares from root-polynomial RGB features to the bands, fitted on random pixels of the training split
-with the RGB rendered exactly as the training scripts render it (`hsr_diffusers.training_utils.fit_root_polynomial`,
+with the RGB rendered exactly as the training scripts render it (`hsr_diffusers.fit_root_polynomial`,
 the same fit as the residual estimator of `train_ddpm.py` and `train_pixelgan.py`). Seconds on a CPU.
 
 The result is saved as an `HSRPixelGANPipeline` whose `unet` is the `RootPolynomialRegression`: despite its name, that
@@ -23,12 +23,14 @@ from pathlib import Path
 
 import script_args
 import script_data
+import script_model_card
 import script_training
 import script_validation
 from accelerate import Accelerator
+from script_model_card import format_metrics
 
 from hsr_diffusers import HSRPixelGANPipeline
-from hsr_diffusers.training_utils import fit_root_polynomial, format_metrics
+from hsr_diffusers.models import fit_root_polynomial
 
 
 logger = logging.getLogger(__name__)
@@ -136,7 +138,7 @@ cube = pipe(rgb).cubes[0]  # rgb: linear (H, W, 3) in [0, 1] -> (H, W, bands)
 - **train_steps**: 0 (closed-form least squares, no iterations)
 - **training_budget**: one least-squares solve on {num_pixels:,} pixels (up to {args.pixels_per_scene:,} random pixels from each of {train_split.num_rows} training scenes, seed {args.seed})
 - **wall_time_minutes**: {fit_seconds / 60:.2f}
-- **hardware**: {script_training.machine_description(accelerator)}
+- **hardware**: {script_model_card.machine_description(accelerator)}
 - **response**: {response}
 - **rgb_mode**: {args.rgb_mode}
 - **checkpoint_rule**: none to choose (closed form); the validation scenes are not used by the fit
@@ -149,6 +151,15 @@ Validation metrics of the saved pipeline (logged only; MRAE with one 16-bit leve
 {format_metrics(values)}
 """
     Path(args.output_dir, "README.md").write_text(card)
+    facts = {
+        "train_steps": 0,
+        "training_budget": f"one least-squares solve on {num_pixels:,} pixels",
+        "wall_time_minutes": f"{fit_seconds / 60:.2f}",
+        "hardware": script_model_card.machine_description(accelerator),
+        "num_processes": accelerator.num_processes,
+        "training_command": args.command,
+    }
+    script_model_card.write_run_facts(args.output_dir, facts)
 
 
 if __name__ == "__main__":

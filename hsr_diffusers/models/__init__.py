@@ -3,7 +3,7 @@ from .discriminators import PatchDiscriminator, PixelDiscriminator
 from .modeling_outputs import HSRModelOutput
 from .mst_plus_plus import MSTPlusPlus
 from .pixelgan_generator import HSRPixelGANGenerator
-from .root_polynomial import RootPolynomialRegression
+from .root_polynomial import RootPolynomialRegression, fit_root_polynomial
 
 
 __all__ = [
@@ -14,4 +14,5 @@ __all__ = [
     "PatchDiscriminator",
     "PixelDiscriminator",
     "RootPolynomialRegression",
+    "fit_root_polynomial",
 ]

@@ -4,7 +4,13 @@ Finlayson, Mackiewicz, Hurlbert, "Color Correction Using Root-Polynomial Regress
 Processing 24(5), 2015. Each term is a k-th root of a degree-k monomial of (r, g, b), so every term scales linearly
 with exposure and the estimate `features(rgb) @ weight` is exposure invariant: doubling the RGB doubles the spectrum.
 That is also why there is no constant term.
+
+[`fit_root_polynomial`] fits one on the RGB the training scripts render from a set of cubes (a dataset split): the
+regression floor, and the estimate that the residual DDPM and PixelGAN condition on.
 """
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -13,6 +19,10 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from .modeling_outputs import HSRModelOutput, check_sample
+
+
+if TYPE_CHECKING:
+    import datasets
 
 
 # Number of root-polynomial terms for degree 1, 2 and 3 (the paper's 3, 6 and 13).
@@ -147,3 +157,62 @@ class RootPolynomialRegression(ModelMixin, ConfigMixin):
         if not return_dict:
             return (cube,)
         return HSRModelOutput(sample=cube)
+
+
+def fit_root_polynomial(
+    cubes: "datasets.Dataset | Iterable[np.ndarray]",
+    response: str | np.ndarray,
+    wavelengths,
+    rgb_mode: str = "ntire2020_clean",
+    degree: int = 2,
+    pixels_per_scene: int = 20000,
+    seed: int = 0,
+) -> RootPolynomialRegression:
+    r"""
+    Fits a [`RootPolynomialRegression`] from the RGB that training renders to the bands, in closed form.
+
+    The same fit gives the regression floor (`train_scripts/train_regression.py`) and the estimator whose residual the
+    DDPM and PixelGAN learn (`--residual root_poly`). Random pixels are drawn one scene at a time, so memory holds one
+    cube plus the drawn pixels.
+
+    Args:
+        cubes (`datasets.Dataset` or iterable of `np.ndarray`):
+            A split written by `hsr_diffusers.data.build_dataset`, or `(H, W, bands)` cubes.
+        response (`str` or `np.ndarray`):
+            Camera response that renders the RGB (see `hsr_diffusers.data.rendering.render_training_rgb`).
+        wavelengths (`list[float]`):
+            Band centres of the cubes in nm.
+        rgb_mode (`str`, *optional*, defaults to `"ntire2020_clean"`):
+            How the RGB is rendered, as in training.
+        degree (`int`, *optional*, defaults to 2):
+            Root-polynomial degree: 1, 2 or 3 (3, 6 or 13 terms).
+        pixels_per_scene (`int`, *optional*, defaults to 20000):
+            Random pixels drawn from each scene (all pixels of smaller scenes).
+        seed (`int`, *optional*, defaults to 0):
+            Seed of the pixel draw.
+
+    Returns:
+        [`RootPolynomialRegression`]: the fitted model, `in_channels=3`, `out_channels=len(wavelengths)`.
+    """
+    # Imported here: the data layer imports datasets and pyarrow, which loading a pipeline does not need.
+    import datasets
+
+    from hsr_diffusers.data.dataset import get_cube
+    from hsr_diffusers.data.rendering import render_training_rgb
+
+    if isinstance(cubes, datasets.Dataset):
+        split = cubes
+        cubes = (get_cube(split, index) for index in range(len(split)))
+    rng = np.random.default_rng(seed)
+    rgbs, pixels = [], []
+    for cube in cubes:
+        cube = np.asarray(cube, dtype=np.float32)
+        rgb = render_training_rgb(cube, response, wavelengths, rgb_mode)
+        num_pixels = cube.shape[0] * cube.shape[1]
+        flat = rng.choice(num_pixels, size=min(pixels_per_scene, num_pixels), replace=False)
+        pixels.append(cube.reshape(-1, cube.shape[-1])[flat])
+        rgbs.append(rgb.reshape(-1, 3)[flat])
+    if not pixels:
+        raise ValueError("No cubes to fit the root polynomial on.")
+    model = RootPolynomialRegression(degree=degree, in_channels=3, out_channels=len(wavelengths))
+    return model.fit(np.concatenate(rgbs), np.concatenate(pixels))

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from hsr_diffusers.models import RootPolynomialRegression
+from hsr_diffusers.models import RootPolynomialRegression, fit_root_polynomial
+from hsr_diffusers.spectral import DEFAULT_RESPONSE, WAVELENGTHS, rendering_matrix
 from tests.testing_utils import smooth_cube
 
 
@@ -109,3 +110,41 @@ def test_fit_input_validation():
         RootPolynomialRegression(degree=4)
     with pytest.raises(ValueError, match="in_channels"):
         RootPolynomialRegression(in_channels=1)
+
+
+# ---------------------------------------------------------------------------------------------------- fit_root_polynomial
+def mixed_cubes(count=3, size=12):
+    """Cubes `c @ B` of three fixed spectra, whose linear RGB determines them exactly (a degree-1 root polynomial)."""
+    bands = np.linspace(0.0, 1.0, 31)
+    basis = np.stack([0.05 + 0.4 * np.exp(-((bands - centre) ** 2) / 0.05) for centre in (0.15, 0.5, 0.85)])
+    rng = np.random.default_rng(0)
+    cubes = [(rng.uniform(0.2, 1.0, size=(size, size, 3)) @ basis).astype(np.float32) for _ in range(count)]
+    return cubes, np.linalg.solve(basis @ rendering_matrix(DEFAULT_RESPONSE), basis)
+
+
+def test_fit_root_polynomial_recovers_an_exact_linear_relation():
+    cubes, truth = mixed_cubes()
+    model = fit_root_polynomial(cubes, DEFAULT_RESPONSE, WAVELENGTHS, rgb_mode="linear", degree=1, pixels_per_scene=50)
+    assert model.config.degree == 1 and model.config.out_channels == 31
+    weight = model.weight.detach().double().numpy()  # [3, 31]
+    assert np.abs(weight - truth).max() < 1e-2 * np.abs(truth).max()
+    # The same seed draws the same pixels; another seed other pixels (the fit is exact either way here).
+    again = fit_root_polynomial(cubes, DEFAULT_RESPONSE, WAVELENGTHS, rgb_mode="linear", degree=1, pixels_per_scene=50)
+    assert torch.equal(again.weight, model.weight)
+    with pytest.raises(ValueError, match="No cubes"):
+        fit_root_polynomial([], DEFAULT_RESPONSE, WAVELENGTHS)
+
+
+def test_fit_root_polynomial_reads_a_dataset_split_like_a_list_of_cubes(tmp_path):
+    import datasets
+
+    from hsr_diffusers.data import make_synthetic_dataset
+
+    dataset = make_synthetic_dataset(tmp_path, num_train=2, num_validation=0, height=16, width=16)
+    split = datasets.load_from_disk(str(dataset))["train"]
+    cubes = [np.load(path) for path in sorted((tmp_path / "cubes").glob("scene_*[0-9].npy"))]
+    assert len(cubes) == len(split) == 2
+    from_split = fit_root_polynomial(split, DEFAULT_RESPONSE, WAVELENGTHS, pixels_per_scene=100, seed=3)
+    from_list = fit_root_polynomial(cubes, DEFAULT_RESPONSE, WAVELENGTHS, pixels_per_scene=100, seed=3)
+    torch.testing.assert_close(from_split.weight, from_list.weight)
+    assert from_split.weight.abs().sum() > 0

@@ -32,6 +32,16 @@ def common_args(dataset, output_dir, steps=2, *extra):
     ]  # fmt: skip
 
 
+@pytest.fixture(autouse=True)
+def datasets_cache(tmp_path_factory, monkeypatch) -> Path:
+    """A raw `--train_data_dir` is prepared into the 🤗 datasets cache by default: a temporary one in these tests."""
+    import datasets
+
+    cache = tmp_path_factory.mktemp("hf_datasets_cache")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    return cache
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """A prepared dataset with 3 training and 1 validation scene of 32x32x31."""
@@ -62,8 +72,8 @@ def raw_cave_folder(tiny_dataset, tmp_path_factory) -> Path:
 def tiny_estimator(dataset: Path):
     from datasets import load_from_disk
 
+    from hsr_diffusers.models import fit_root_polynomial
     from hsr_diffusers.spectral import DEFAULT_RESPONSE, WAVELENGTHS
-    from hsr_diffusers.training_utils import fit_root_polynomial
 
     return fit_root_polynomial(load_from_disk(str(dataset))["train"], DEFAULT_RESPONSE, WAVELENGTHS, degree=1)
 

@@ -20,6 +20,7 @@ def model_dir(tiny_ddpm_release, tmp_path):
     folder = tmp_path / "ddpm"
     shutil.copytree(tiny_ddpm_release, folder)
     (folder / "README.md").write_text(CARD)
+    (folder / "train_meta.json").write_text('{"train_steps": 2}')
     return folder
 
 
@@ -99,6 +100,7 @@ def test_output_dir_receives_the_calibrated_pipeline_from_a_raw_cave_folder(mode
     assert pipe.config.residual_scale == HSRPipeline.from_pretrained(model_dir).config.residual_scale
     card = (output / "README.md").read_text()
     assert card.startswith(CARD) and "## Uncertainty calibration" in card
+    assert (output / "train_meta.json").read_bytes() == (model_dir / "train_meta.json").read_bytes()
     # The raw download was prepared with the built-in split: only its two training scenes were read.
     assert summary["num_scenes"] == 2 and "crops of 2 scenes" in card
     assert not (output / "prepared").exists()

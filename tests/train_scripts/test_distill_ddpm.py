@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 from hsr_diffusers import HSRDiffusionPipeline
+from hsr_diffusers.data.rendering import render_training_rgb
 from hsr_diffusers.spectral import DEFAULT_RESPONSE, WAVELENGTHS
-from hsr_diffusers.training_utils import render_training_rgb
 
 from ..testing_utils import slow
 from .conftest import TRAIN_SCRIPTS, common_args

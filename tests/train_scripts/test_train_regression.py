@@ -1,5 +1,7 @@
 """`train_scripts/train_regression.py` on cubes whose spectra are, by construction, a known root-polynomial of their RGB."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -68,6 +70,12 @@ def test_fit_recovers_the_ground_truth_and_loads(tmp_path, rgb_mode, degree, tol
     assert "- **train_steps**: 0 (closed-form least squares" in card
     assert f"--rgb_mode {rgb_mode}" in card and "| MRAE | RMSE | PSNR | SAM |" in card
     assert not (out / "checkpoint-0").exists()
+    facts = json.loads((out / "train_meta.json").read_text())
+    assert (
+        facts["train_steps"] == 0
+        and facts["num_processes"] == 1
+        and "train_regression.py" in facts["training_command"]
+    )
 
 
 def test_degree_flag_and_bad_arguments(tmp_path, tiny_dataset):

@@ -5,6 +5,7 @@ subprocess runs (kill and resume, two accelerate processes) and the other formul
 """
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -19,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from hsr_diffusers import HSRDiffusionPipeline, HSRPipeline, HSRPixelGANPipeline
+from hsr_diffusers.spectral import DEFAULT_RESPONSE
 
 from ..testing_utils import slow
 from .conftest import TRAIN_SCRIPTS, common_args
@@ -67,6 +69,8 @@ def test_train_ddpm_two_steps_saves_loadable_pipeline(tiny_dataset, tmp_path, ca
     assert "validation scene 1/1 (scene_003, 32x32, 1 tiles of 32 px)" in caplog.text
     assert re.search(r"step 2: val/mrae=[\d.]+, val/rmse=[\d.]+", caplog.text)
 
+    facts = json.loads((tmp_path / "train_meta.json").read_text())  # the run's facts, for scripts
+    assert facts["train_steps"] == 2 and facts["num_processes"] == 1
     card = (tmp_path / "README.md").read_text()
     assert (
         "train_ddpm.py" in card and "| MRAE | RMSE | PSNR | SAM |" in card and "pipeline_tag: image-to-image" in card
@@ -93,26 +97,38 @@ def test_train_ddpm_two_steps_saves_loadable_pipeline(tiny_dataset, tmp_path, ca
     assert cubes.shape == (1, 16, 16, 31) and np.isfinite(cubes).all()
 
 
-def test_train_pixelgan_on_a_raw_cave_download_stops_at_its_time_budget(raw_cave_folder, tmp_path):
+def test_train_pixelgan_on_a_raw_cave_download_stops_at_its_time_budget(raw_cave_folder, tmp_path, caplog, capsys):
+    import script_data
     import train_pixelgan
 
     # A budget of 0 minutes: the run stops at the first checkpoint (step 2 of 10) and releases it.
+    out = tmp_path / "run"
     extra = ["--discriminator", "patch", "--mrae_weight", "0.1", "--max_train_minutes", "0"]
     extra += ["--checkpointing_steps", "2", "--checkpoints_total_limit", "3", "--model_card", "hsr-pixelgan-cave.md"]
-    train_pixelgan.main(train_pixelgan.parse_args(common_args(raw_cave_folder, tmp_path, 10, *extra)))
+    with caplog.at_level("INFO"):
+        train_pixelgan.main(train_pixelgan.parse_args(common_args(raw_cave_folder, out, 10, *extra)))
 
-    # The raw folder was prepared on the fly with the built-in CAVE split's validation scenes.
-    assert (tmp_path / "prepared_dataset" / "dataset_dict.json").is_file()
-    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-2"]
-    assert (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").is_file()
-    assert (tmp_path / "discriminator" / "diffusion_pytorch_model.safetensors").is_file()
-    assert {p.name for p in (tmp_path / "checkpoint-2").iterdir()} >= {"unet", "discriminator"}
-    pipe = HSRPipeline.from_pretrained(tmp_path)
+    # The raw folder was prepared on the fly with the built-in CAVE split's validation scenes, outside the model folder.
+    prepared = script_data.default_prepared_dir(raw_cave_folder, DEFAULT_RESPONSE)
+    assert (prepared / "dataset_dict.json").is_file()
+    assert f"Preparing {raw_cave_folder} (cave format) into {prepared}" in caplog.text
+    assert not list(out.rglob("*.arrow")) and not (out / "prepared_dataset").exists()
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    # One log line per checkpoint (accelerate's line per file it saves stays out) and the budget stated up front.
+    assert "step 2: saved checkpoint-2 after" in caplog.text and "Saving current state" not in caplog.text
+    assert "at most 10 steps: the 0 min budget ends the run at the first checkpoint after it" in caplog.text
+    # The bar counts the budget's minutes, not the 10 planned steps.
+    bar = capsys.readouterr().err
+    assert "Minutes of the 0 min budget" in bar and "/10 [" not in bar
+    assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (out / "discriminator" / "diffusion_pytorch_model.safetensors").is_file()
+    assert {p.name for p in (out / "checkpoint-2").iterdir()} >= {"unet", "discriminator"}
+    pipe = HSRPipeline.from_pretrained(out)
     assert isinstance(pipe, HSRPixelGANPipeline)
     assert "discriminator" not in pipe.components  # the pipeline never registers D
     assert pipe.config.default_tile_size == 4 * 32  # four tiny-preset patches
 
-    card = (tmp_path / "README.md").read_text()
+    card = (out / "README.md").read_text()
     assert_card_states_the_run(card)
     for fact in [
         "2 training scenes of the CAVE database (balloons, beads)",
@@ -126,6 +142,43 @@ def test_train_pixelgan_on_a_raw_cave_download_stops_at_its_time_budget(raw_cave
     ]:
         assert fact in card, fact
     assert "EMA of the" not in card and "SAM weight" not in card
+
+    # Resumed with its budget spent, the run finds the prepared data again and releases the same checkpoint.
+    caplog.clear()
+    resume = ["--resume_from_checkpoint", "latest"]
+    with caplog.at_level("INFO"):
+        train_pixelgan.main(train_pixelgan.parse_args(common_args(raw_cave_folder, out, 10, *extra, *resume)))
+    assert f"Using {prepared}, prepared earlier from {raw_cave_folder}" in caplog.text
+    assert "Preparing" not in caplog.text and "Loading states" not in caplog.text
+    assert "batch 2, 2 steps" in (out / "README.md").read_text()
+
+
+def test_raw_data_is_prepared_by_content_and_never_in_the_output_folder(raw_cave_folder, tmp_path, datasets_cache):
+    import script_data
+
+    response = DEFAULT_RESPONSE
+    raw = tmp_path / "raw"
+    (raw / "scene").mkdir(parents=True)
+    (raw / "scene" / "a.npy").write_bytes(b"1")
+    first = script_data.default_prepared_dir(raw, response)
+    assert first.parent == datasets_cache / "hsr_diffusers_prepared" and first.name.startswith("raw-")
+    assert script_data.default_prepared_dir(str(raw), response) == first  # a resumed run finds it
+    assert script_data.default_prepared_dir(raw, "another_camera") != first  # another response renders other RGB
+    (raw / "scene" / "b.npy").write_bytes(b"2")
+    assert script_data.default_prepared_dir(raw, response) != first  # changed data: prepared again
+
+    args = argparse.Namespace(prepared_data_dir=None, output_dir=str(tmp_path / "out"), train_data_dir=str(raw))
+    assert script_data.prepared_dir(args, response) == script_data.default_prepared_dir(raw, response)
+    (tmp_path / "out" / "prepared_dataset").mkdir(parents=True)  # a run started before the data left output_dir
+    assert script_data.prepared_dir(args, response) == tmp_path / "out" / "prepared_dataset"
+    args.prepared_data_dir = str(tmp_path / "mine")
+    assert script_data.prepared_dir(args, response) == tmp_path / "mine"
+
+    # An interrupted preparation (a `.tmp` folder) is redone, and only a complete dataset gets the final name.
+    target = tmp_path / "prepared"
+    (tmp_path / "prepared.tmp").mkdir()
+    assert script_data.prepare_data_dir(raw_cave_folder, target, response) == target
+    assert (target / "dataset_dict.json").is_file() and not (tmp_path / "prepared.tmp").exists()
 
 
 # ---------------------------------------------------------------------------------------------------- fine-tuning
