@@ -16,6 +16,7 @@ _EXPORTS = {
     "dataset_features": "hsr_diffusers.data.dataset",
     "get_cube": "hsr_diffusers.data.dataset",
     "read_metadata": "hsr_diffusers.data.dataset",
+    "CUBE_FORMATS": "hsr_diffusers.data.io",
     "CubeFormatError": "hsr_diffusers.data.io",
     "CubeWriter": "hsr_diffusers.data.io",
     "detect_format": "hsr_diffusers.data.io",
