@@ -20,8 +20,8 @@ Supported inputs (`name` is what [`detect_format`] returns and what `format=` ta
 
 Each format is one [`CubeFormat`] entry of [`CUBE_FORMATS`] (at the end of this file): its name, suffixes, content
 test, reader and writer. Everything else ([`CUBE_SUFFIXES`], [`SAVE_SUFFIXES`], `hsr reconstruct --format`, the demo's
-downloads) is derived from that table. Until 0.3 the readers called two formats `"hdf5"` and `"mat5"`/`"mat73"`; those
-names still compare equal to what [`detect_format`] returns, and are still accepted as `format=`, with a
+downloads) is derived from that table. In version 0.1 the readers called two formats `"hdf5"` and `"mat5"`/`"mat73"`;
+those names still compare equal to what [`detect_format`] returns, and are still accepted as `format=`, with a
 `FutureWarning`.
 
 Anything that cannot be read as a finite, non-zero 3-D cube raises one [`CubeFormatError`] that names the file and the
@@ -95,7 +95,7 @@ _ENVI_DATA_SUFFIXES = ("", ".img", ".dat", ".raw", ".bsq", ".bil", ".bip", ".bin
 class FormatName(str):
     """
     A format name as [`detect_format`] returns it (`"h5"`, `"mat"`, ...). It also compares equal to the name the
-    readers used for it before 0.3 (`"hdf5"`; `"mat5"` or `"mat73"` by the file's MATLAB version), with a
+    readers used for it in version 0.1 (`"hdf5"`; `"mat5"` or `"mat73"` by the file's MATLAB version), with a
     `FutureWarning`, so that code written against the old names keeps working while it is updated.
     """
 
@@ -132,7 +132,7 @@ def detect_format(path: str | os.PathLike) -> FormatName:
 
     Returns:
         [`FormatName`]: a key of [`CUBE_FORMATS`]: `"mat"`, `"h5"`, `"npy"`, `"npz"`, `"tiff"`, `"envi"` or `"cave"`.
-        It also equals the pre-0.3 names `"hdf5"`, `"mat5"` and `"mat73"` (with a `FutureWarning`).
+        It also equals the version 0.1 names `"hdf5"`, `"mat5"` and `"mat73"` (with a `FutureWarning`).
 
     Raises:
         [`CubeFormatError`]: the path does not exist, is empty, or holds none of these formats.
@@ -159,13 +159,13 @@ def detect_format(path: str | os.PathLike) -> FormatName:
         raise CubeFormatError(
             f"{path}: not a recognised cube file (it starts with {head[:16]!r}); expected {readable}."
         )
-    # The names the readers returned before 0.3, frozen: new formats have none.
+    # The names the readers returned in version 0.1, frozen: new formats have none.
     old_name = {"h5": "hdf5", "mat": "mat73" if head.startswith(_MAT73_MAGIC) else "mat5"}.get(name)
     return FormatName(name, old_name)
 
 
 def _format_name(format: str) -> str:
-    """`format` as a key of [`CUBE_FORMATS`]: a pre-0.3 name is translated with a `FutureWarning`."""
+    """`format` as a key of [`CUBE_FORMATS`]: a version 0.1 name is translated with a `FutureWarning`."""
     if format not in CUBE_FORMATS:
         new = next((name for name, entry in CUBE_FORMATS.items() if format in entry.old_names), None)
         if new is not None:
@@ -712,7 +712,7 @@ class CubeWriter:
         interleave: str = "bsq",
     ):
         path = Path(path)
-        if format in ("mat5", "mat73") and mat_version is None:  # the pre-0.3 reader names say the version
+        if format in ("mat5", "mat73") and mat_version is None:  # the version 0.1 reader names say the version
             mat_version = "5" if format == "mat5" else "7.3"
         self.format = _save_format(path, format)
         if len(shape) != 3 or min(shape) < 1:
@@ -1025,7 +1025,7 @@ class CubeFormat:
         writer (`type`, *optional*): the class that writes it row block by row block (`None`: read only).
         companion_suffixes (`tuple[str, ...]`, *optional*): suffixes of its other files (ENVI `.img`). A path with one
             names the format for [`save_cube`], but folder scans ([`CUBE_SUFFIXES`]) skip them, counting each cube once.
-        old_names (`tuple[str, ...]`, *optional*): names the format had before 0.3, accepted with a `FutureWarning`.
+        old_names (`tuple[str, ...]`, *optional*): names the format had in version 0.1, accepted with a `FutureWarning`.
     """
 
     label: str

@@ -62,7 +62,7 @@ VIEW_HEIGHT = 280
 
 
 def _export_label(format: str) -> str:
-    """The download choice of a cube format: its suffix, or `"ENVI (.zip)"` for a format whose cube needs several files."""
+    """The download choice of a format: its suffix, or `"ENVI (.zip)"` for a format whose cube is several files."""
     several = len(cube_file_paths(f"cube{SAVE_SUFFIXES[format]}", format, wavelengths=False)) > 1
     return f"{format.upper()} (.zip)" if several else SAVE_SUFFIXES[format]
 

@@ -436,7 +436,7 @@ def test_only_formats_written_whole_need_the_cube_in_memory(monkeypatch):
 
 # ---------------------------------------------------------------------------------------------- crashes and resuming
 def run_in_subprocess(args: list) -> subprocess.Popen:
-    """`python -m hsr_diffusers.cli reconstruct ...` as a user runs it, in its own session (so signals reach it alone)."""
+    """`python -m hsr_diffusers.cli reconstruct ...` as a user runs it, in its own session (signals reach it alone)."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "hsr_diffusers.cli", "reconstruct", *map(str, args)]
     return subprocess.Popen(
