@@ -460,6 +460,7 @@ def final_names(out: Path) -> list[str]:
     return sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
 
 
+@slow  # a subprocess: 5-10 s. Fast lane: the killed CubeWriter of tests/data/test_io.py, the Ctrl-C test below.
 def test_a_run_killed_while_writing_leaves_no_output_and_the_next_run_resumes(ddpm, tmp_path, capsys):
     # What an out-of-memory kill does: SIGKILL, no chance to clean up.
     PIL.Image.fromarray(photo_array(96, 128)).save(tmp_path / "big.png")
