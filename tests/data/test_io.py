@@ -242,7 +242,7 @@ def test_save_tiff_band_last_contig(tmp_path, cube):
     np.testing.assert_array_equal(wavelengths, WAVELENGTHS)
 
 
-@pytest.mark.parametrize("name", ["x.npy", "x.npz", "x.h5", "x.mat", "x.hdr", "x.tif"])
+@pytest.mark.parametrize("name", [f"x{suffix}" for suffix in sorted(SAVE_SUFFIXES.values())])
 def test_writers_refuse_to_overwrite(tmp_path, cube, name):
     save_cube(tmp_path / name, cube, WAVELENGTHS)
     with pytest.raises(FileExistsError, match="overwrite=True"):
