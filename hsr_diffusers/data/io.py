@@ -738,7 +738,10 @@ class CubeWriter:
         self._writer = writer_class(self._partial_paths, self.shape, wavelengths, options)
 
     def _refuse_existing(self) -> None:
-        existing = [str(output) for output in self.paths if output.exists()]
+        # Every file of the format counts, also one this cube does not write (the sidecar of a .npy cube without
+        # wavelengths), since the reader would pair it with the new cube.
+        candidates = CUBE_FORMATS[self.format].writer.files(self.paths[0], wavelengths=True)
+        existing = [str(output) for output in candidates if output.exists()]
         if existing and not self._overwrite:
             raise FileExistsError(f"{', '.join(existing)} already exists; pass overwrite=True to replace it.")
 
@@ -767,7 +770,7 @@ class CubeWriter:
         for partial, final in zip(self._partial_paths[1:], self.paths[1:]):
             os.replace(partial, final)
         for stale in set(type(writer).files(self.paths[0], wavelengths=True)) - set(self.paths):
-            stale.unlink(missing_ok=True)  # e.g. the sidecar of a replaced .npy that had wavelengths
+            stale.unlink(missing_ok=True)  # only with overwrite: the sidecar of a replaced .npy that had wavelengths
         os.replace(self._partial_paths[0], self.paths[0])
 
     def abort(self) -> None:

@@ -255,6 +255,10 @@ def test_writer_refuses_when_only_the_sidecar_exists(tmp_path, cube):
     (tmp_path / "x.img").write_bytes(b"someone else's data")
     with pytest.raises(FileExistsError, match="x.img"):
         save_cube(tmp_path / "x.hdr", cube, WAVELENGTHS)
+    # The wavelengths of another cube would be read as this one's: refused too, even when this cube has none.
+    np.save(tmp_path / "y.wavelengths.npy", WAVELENGTHS)
+    with pytest.raises(FileExistsError, match="y.wavelengths.npy"):
+        save_cube(tmp_path / "y.npy", cube)
 
 
 def test_writer_argument_errors(tmp_path, cube):
