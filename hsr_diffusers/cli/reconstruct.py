@@ -692,6 +692,10 @@ def run_reconstruct(args: argparse.Namespace) -> int:
                 stage = staging_folder(args.output, name)
                 shutil.rmtree(stage, ignore_errors=True)  # what a killed run left
                 try:
+                    if file.suffix.lower() not in IMAGE_SUFFIXES:
+                        raise ValueError(
+                            f"unsupported file type {file.suffix or '(none)'!r}: use PNG, JPEG, TIFF or WebP"
+                        )
                     outputs = _all_files(paths, args.format)
                     existing = [str(p) for p in outputs if p.exists()]
                     if args.skip_existing and len(existing) == len(outputs):
@@ -701,10 +705,6 @@ def run_reconstruct(args: argparse.Namespace) -> int:
                         raise FileExistsError(
                             f"output exists ({', '.join(existing)}); pass --overwrite to replace it"
                             + ("" if args.skip_existing else " or --skip-existing to keep the complete ones")
-                        )
-                    if file.suffix.lower() not in IMAGE_SUFFIXES:
-                        raise ValueError(
-                            f"unsupported file type {file.suffix or '(none)'!r}: use PNG, JPEG, TIFF or WebP"
                         )
                     rgb = pipe.image_processor.preprocess(read_photo(file))  # [1, 3, H, W] in [0, 1], checked
                     height, width = rgb.shape[-2:]
