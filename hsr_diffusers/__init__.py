@@ -32,6 +32,7 @@ _EXPORTS = {
     "load_cube": "hsr_diffusers.data.io",
     "load_cube_with_wavelengths": "hsr_diffusers.data.io",
     "save_cube": "hsr_diffusers.data.io",
+    "read_photo": "hsr_diffusers.data.photos",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -6,12 +6,10 @@ import os
 import runpy
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
-import zlib
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -27,8 +25,8 @@ from hsr_diffusers.cli import main
 from hsr_diffusers.cli import reconstruct as reconstruct_module
 from hsr_diffusers.data import load_cube, load_cube_with_wavelengths
 from hsr_diffusers.data.io import SAVE_SUFFIXES, cube_file_paths
-from hsr_diffusers.data.photos import read_photo
 from hsr_diffusers.spectral import srgb_to_camera_rgb
+from tests.data.test_photos import write_png16
 from tests.testing_utils import slow, smooth_cube, tiny_ddpm_unet
 
 
@@ -74,20 +72,6 @@ def linearise(srgb8: np.ndarray) -> np.ndarray:
     # The pipeline scales uint8 in float32 before the conversion. The tiny random model amplifies rounding
     # differences, so the test follows the same precision.
     return srgb_to_camera_rgb(srgb8.astype(np.float32) / 255.0, "cie1964_ntire2020")
-
-
-def write_png16(path: Path, array: np.ndarray) -> None:
-    """A 16-bit RGB/RGBA PNG written byte by byte (Pillow cannot write one)."""
-    height, width, channels = array.shape
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in array)
-    header = struct.pack(">IIBBBBB", width, height, 16, {3: 2, 4: 6}[channels], 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
-    )
 
 
 def test_the_cube_is_the_pipeline_output_for_the_photo_in_camera_rgb(ddpm, photo, tmp_path):
@@ -183,15 +167,8 @@ def test_16_bit_png_and_tiff_keep_16_bits(ddpm, tmp_path, capsys):
     array = rng.integers(0, 65536, size=(24, 32, 3), dtype=np.uint16)
     write_png16(tmp_path / "deep.png", array)
     tifffile.imwrite(tmp_path / "deep.tif", array, photometric="rgb")
-    for name in ("deep.png", "deep.tif"):
-        loaded = read_photo(tmp_path / name)
-        assert loaded.dtype == np.uint16
-        np.testing.assert_array_equal(loaded, array)
-    rgba = np.dstack([array, np.full((24, 32), 65535, np.uint16)])
-    write_png16(tmp_path / "deep_rgba.png", rgba)
-    np.testing.assert_array_equal(read_photo(tmp_path / "deep_rgba.png"), array)  # opaque alpha dropped
-
-    # Through the command, the model sees all 16 bits; a TIFF cube written next to a TIFF input never replaces it.
+    # read_photo keeps all 16 bits (tests/data/test_photos.py); through the command the model sees them, and a TIFF
+    # cube written next to a TIFF input never replaces it.
     pipe = HSRDiffusionPipeline.from_pretrained(ddpm)
     pipe.set_progress_bar_config(disable=True)
     expected = pipe(array, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).cubes[0]
