@@ -196,6 +196,18 @@ def collect_inputs(paths: list[Path]) -> tuple[list[Path], list[str]]:
     return files, errors
 
 
+def read_image(path: str | Path) -> np.ndarray:
+    """Deprecated alias of [`hsr_diffusers.data.read_photo`], the photo reader that this module used to hold."""
+    import warnings
+
+    warnings.warn(
+        "hsr_diffusers.cli.reconstruct.read_image is deprecated; use hsr_diffusers.data.read_photo.",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return read_photo(path)
+
+
 # ---------------------------------------------------------------- outputs
 def output_paths(out_dir: Path, name: str, format: str, with_std: bool) -> dict[str, Path]:
     """Output files of one image, by role: `cube`, `std` (when `with_std`), `preview`, `bands` and `spectra`."""

@@ -167,6 +167,8 @@ def test_16_bit_png_and_tiff_keep_16_bits(ddpm, tmp_path, capsys):
     array = rng.integers(0, 65536, size=(24, 32, 3), dtype=np.uint16)
     write_png16(tmp_path / "deep.png", array)
     tifffile.imwrite(tmp_path / "deep.tif", array, photometric="rgb")
+    with pytest.warns(FutureWarning, match="read_photo"):
+        np.testing.assert_array_equal(reconstruct_module.read_image(tmp_path / "deep.png"), array)
     # read_photo keeps all 16 bits (tests/data/test_photos.py); through the command the model sees them, and a TIFF
     # cube written next to a TIFF input never replaces it.
     pipe = HSRDiffusionPipeline.from_pretrained(ddpm)
