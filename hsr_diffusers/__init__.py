@@ -34,6 +34,7 @@ _EXPORTS = {
     "load_cube_with_wavelengths": "hsr_diffusers.data.io",
     "save_cube": "hsr_diffusers.data.io",
     "render_training_rgb": "hsr_diffusers.data.rendering",
+    "read_photo": "hsr_diffusers.data.photos",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -145,7 +145,7 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from hsr_diffusers.data.io import CubeFormatError, detect_format, load_cube_with_wavelengths
+    from hsr_diffusers.data.io import CUBE_FORMATS, CubeFormatError, detect_format, load_cube_with_wavelengths
 
     path = args.path
     if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
@@ -166,7 +166,7 @@ def run_info(args: argparse.Namespace) -> int:
         print(f"hsr data info: {error}", file=sys.stderr)
         return 1
     print(f"path:        {path}")
-    print(f"format:      {kind}")
+    print(f"format:      {kind} ({CUBE_FORMATS[kind].label})")
     print(f"shape:       {cube.shape[0]} x {cube.shape[1]} x {cube.shape[2]} (H x W x bands), float32")
     print(f"values:      min {cube.min():.4g}, max {cube.max():.4g}, mean {cube.mean():.4g}")
     if wavelengths is None:

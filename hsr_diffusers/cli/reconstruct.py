@@ -5,8 +5,9 @@
     hsr reconstruct scan.tif --model path/to/saved_pipeline --tile-size 256 --device cuda
     accelerate launch -m hsr_diffusers.cli reconstruct photos/ -o cubes      # one process per GPU
 
-INPUT is any number of PNG, JPEG or TIFF files (8 or 16 bit, RGB or opaque RGBA) and folders (their images, sorted,
-not recursive). For each image NAME.ext, OUT (default ./hsr_outputs) receives:
+INPUT is any number of PNG, JPEG, TIFF or WebP files (8 or 16 bit, RGB or opaque RGBA) and folders (their images,
+sorted, not recursive), read with `hsr_diffusers.data.read_photo`. For each image NAME.ext, OUT (default ./hsr_outputs)
+receives:
 
     NAME.h5              the (H, W, bands) reflectance cube and its wavelengths in nm (--format picks
                          .h5, .npy + .wavelengths.npy, .npz, .mat, ENVI .hdr + .img or a band-last .tif)
@@ -34,12 +35,23 @@ or CPU processes with ACCELERATE_USE_CPU=true) every process takes its own share
 exactly once, and the first process prints the summary of all of them.
 
 An unreadable file, a grayscale, CMYK or transparent image, an unsupported file type or an existing output (without
-`--overwrite`) gets one error line on stderr; the other images are still processed, the summary lists the failures, and
-the exit status is 1 (2 when the model cannot be loaded). Inputs are never overwritten: an output that would replace an
-input, or another input's output, gets a distinct name (`photo_tif.tif`, `photo_2.h5`).
+`--overwrite` or `--skip-existing`) gets one error line on stderr; the other images are still processed, the summary
+lists the failures, and the exit status is 1 (2 when the model cannot be loaded). Inputs are never overwritten: an
+output that would replace an input, or another input's output, gets a distinct name (`photo_tif.tif`, `photo_2.h5`).
+
+Outputs survive crashes. An image's files are written in the hidden folder OUT/.NAME.partial/ and moved to OUT only
+when all of them are complete, the cube last: a run killed at any point (Ctrl-C, SIGKILL from the out-of-memory
+killer) leaves no half-written file under an output name, and the next run for that image removes the leftover
+folder. To go on after an interrupted run, repeat the command with `--skip-existing`: images whose outputs are all
+there are listed as skipped, the others are reconstructed (an image with some outputs but not all is an error, unless
+--overwrite is given too). `--overwrite` replaces an image's outputs only once the new ones are complete, and removes
+those of the same format that the new run does not write (NAME_std after a run with --samples). Ctrl-C discards the
+image in progress, prints what was finished and exits with status 130.
 """
 
 import argparse
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -48,9 +60,10 @@ import numpy as np
 import PIL.Image
 
 from hsr_diffusers.data.io import MAT_V5_MAX_BYTES, SAVE_SUFFIXES, cube_file_paths
+from hsr_diffusers.data.photos import PHOTO_SUFFIXES, read_photo
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+IMAGE_SUFFIXES = PHOTO_SUFFIXES
 DEFAULT_MODEL = "hsr-diffusers/ddpm-cave"
 DEFAULT_OUTPUT = "hsr_outputs"
 # Overlap between tiles for models that do not set their own `default_tile_overlap`, wide enough to hide seams.
@@ -58,6 +71,8 @@ TILE_OVERLAP = 32
 # Tiles are stacked into one pipeline call up to this many pixels (those of one 256x256 tile), as the diffusion
 # pipeline does with its own tiles: a call on one small tile is dominated by per-layer overhead.
 TILE_BATCH_PIXELS = 256 * 256
+# The output column of an image that `--skip-existing` skipped.
+SKIPPED = "skipped: outputs exist"
 
 
 def _positive_int(text: str) -> int:
@@ -82,7 +97,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="PNG/JPEG/TIFF files or folders")
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="PNG/JPEG/TIFF/WebP files or folders")
     parser.add_argument(
         "-o",
         "--output",
@@ -141,7 +156,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         help="default: cuda when available (under accelerate launch, each process's own GPU), else cpu",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="skip the images whose outputs are all there (resume an interrupted run); they are listed as skipped",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing outputs, once the new ones are complete; outputs of this format that the new run does "
+        "not write (NAME_std) are removed",
+    )
     parser.set_defaults(func=run_reconstruct)
     return parser
 
@@ -158,7 +183,7 @@ def collect_inputs(paths: list[Path]) -> tuple[list[Path], list[str]]:
             found = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
             images = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
             if not images:
-                errors.append(f"{path}: no PNG, JPEG or TIFF files in this folder")
+                errors.append(f"{path}: no PNG, JPEG, TIFF or WebP files in this folder")
         elif path.is_file():
             images = [path]
         else:
@@ -171,78 +196,16 @@ def collect_inputs(paths: list[Path]) -> tuple[list[Path], list[str]]:
     return files, errors
 
 
-def _read_png16(path: Path) -> np.ndarray:
-    # Pillow has no 16-bit RGB mode: it decodes 48/64-bit PNGs to 8-bit RGB(A), keeping the high byte of each sample
-    # (raw mode "RGB;16B"). Decoding a second time with the little-endian unpacker ("RGB;16L") keeps the other byte;
-    # the PNG unfiltering (and Adam7 interlacing) is the same in both passes, since it only depends on the bit depth.
-    planes = []
-    for byte_order in ("B", "L"):
-        with PIL.Image.open(path) as image:
-            image.tile = [(*tile[:3], tile[3][:-1] + byte_order) for tile in image.tile]
-            image.load()
-            planes.append(np.asarray(image).astype(np.uint16))
-    return planes[0] << 8 | planes[1]  # (H, W, 3 or 4)
-
-
-class ImageModeError(ValueError):
-    """The file is an image, but not one the models take (grayscale, CMYK, not 3 channels)."""
-
-
-def _decode(path: Path, suffix: str) -> np.ndarray:
-    if suffix in (".tif", ".tiff"):
-        import tifffile
-
-        with tifffile.TiffFile(path) as tif:
-            page = tif.pages[0]
-            if page.photometric == tifffile.PHOTOMETRIC.SEPARATED:
-                raise ImageModeError("CMYK TIFF: convert it to RGB first")
-            array = page.asarray()
-            if array.ndim == 3 and page.planarconfig == tifffile.PLANARCONFIG.SEPARATE:
-                array = np.moveaxis(array, 0, -1)  # (C, H, W) -> (H, W, C)
-        return array
-
-    from PIL import ImageOps
-
-    with PIL.Image.open(path) as image:
-        if image.format == "PNG" and image.tile and image.tile[0][3] in ("RGB;16B", "RGBA;16B"):
-            return _read_png16(path)
-        mode = image.mode
-        if mode in ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F"):
-            raise ImageModeError(f"grayscale image (PIL mode {mode}); an RGB image is needed")
-        if mode == "CMYK":
-            raise ImageModeError("CMYK image: convert it to RGB first")
-        image = ImageOps.exif_transpose(image)
-        if mode == "P":
-            image = image.convert("RGBA")
-        elif mode not in ("RGB", "RGBA"):
-            image = image.convert("RGB")
-        return np.asarray(image)
-
-
 def read_image(path: str | Path) -> np.ndarray:
-    """
-    Reads an RGB(A) PNG, JPEG or TIFF file as an `(H, W, 3 or 4)` array: `uint8`, `uint16` for 16-bit files (all 16
-    bits kept), or float for float TIFFs. The EXIF orientation of 8-bit JPEG and PNG files is applied.
+    """Deprecated alias of [`hsr_diffusers.data.read_photo`], the photo reader that this module used to hold."""
+    import warnings
 
-    Raises:
-        `ValueError` with a one-line reason for an unsupported file type, a file that cannot be decoded (corrupt,
-        truncated, not an image) and an image that is not RGB (grayscale, CMYK, other channel counts).
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in IMAGE_SUFFIXES:
-        raise ValueError(f"unsupported file type {path.suffix or '(none)'!r}: use PNG, JPEG or TIFF")
-    try:
-        array = _decode(path, suffix)
-    except ImageModeError:
-        raise
-    except Exception as error:  # each decoder has its own errors for broken files
-        raise ValueError(f"cannot read the image ({type(error).__name__}: {error})") from error
-    if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 2)):
-        raise ImageModeError(f"grayscale image (shape {array.shape}); an RGB image is needed")
-    if array.ndim != 3 or array.shape[-1] not in (3, 4):
-        raise ImageModeError(f"expected an RGB image of shape (H, W, 3), got shape {array.shape}")
-    return array
+    warnings.warn(
+        "hsr_diffusers.cli.reconstruct.read_image is deprecated; use hsr_diffusers.data.read_photo.",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return read_photo(path)
 
 
 # ---------------------------------------------------------------- outputs
@@ -284,6 +247,28 @@ def assign_names(files: list[Path], out_dir: Path, format: str, with_std: bool) 
                 names.append(name)
                 break
     return names
+
+
+def staging_folder(out_dir: Path, name: str) -> Path:
+    """
+    The hidden folder `OUT/.NAME.partial/` where the outputs of one image are written until all of them are complete.
+    A run killed meanwhile leaves only this folder, which the next run for the same image removes.
+    """
+    return out_dir / f".{name}.partial"
+
+
+def commit_outputs(out_dir: Path, name: str, format: str, with_std: bool, keep: set[Path]) -> None:
+    """
+    Moves the complete outputs of image `name` from its staging folder to OUT, the cube last (a cube under its final
+    name means that the image is done), then removes the image's outputs in `format` that an earlier run wrote and this
+    one did not (`NAME_std` after a run with `--samples`), unless another input of this run writes them (`keep`).
+    """
+    final = _all_files(output_paths(out_dir, name, format, with_std), format)
+    staged = _all_files(output_paths(staging_folder(out_dir, name), name, format, with_std), format)
+    for source, target in reversed(list(zip(staged, final))):
+        os.replace(source, target)
+    for stale in set(_all_files(output_paths(out_dir, name, format, True), format)) - set(final) - keep:
+        stale.unlink(missing_ok=True)
 
 
 def auto_tile_size(max_megapixels: float, multiple: int, overlap: int = TILE_OVERLAP) -> int:
@@ -644,7 +629,6 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     from accelerate import PartialState
     from accelerate.utils import gather_object, parse_flag_from_env
 
-    from hsr_diffusers.cli.data import format_table
     from hsr_diffusers.pipelines import HSRDiffusionPipeline, HSRPipeline, list_pretrained
 
     # Under `accelerate launch`, one process per GPU (or per CPU rank, with ACCELERATE_USE_CPU=true, which `Accelerator`
@@ -652,6 +636,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     state = PartialState(cpu=args.device == "cpu" or parse_flag_from_env("ACCELERATE_USE_CPU"))
     many = state.num_processes > 1
     main_process = state.is_main_process
+    rows, failures, interrupted = [], [], False
     try:
         # 1. Load the model once; a model that cannot load stops the run before any file is read.
         if args.device == "cuda" and not torch.cuda.is_available():
@@ -703,36 +688,55 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         if main_process:
             for message in input_errors:
                 _error(message)
-        names = assign_names(files, args.output, args.format, with_std=samples > 1)
-        rows, failures = [], []
+        with_std = samples > 1
+        names = assign_names(files, args.output, args.format, with_std)
+        claimed = {
+            path
+            for name in names
+            for path in _all_files(output_paths(args.output, name, args.format, with_std), args.format)
+        }
         with state.split_between_processes(list(zip(files, names))) as mine:
-            # 3. Reconstruct the images one by one; a failure is reported and the run goes on.
+            # 3. Reconstruct the images one by one; a failure is reported and the run goes on. Every output is written
+            #    in the image's staging folder and moved to OUT once all of them are complete.
             for file, name in mine:
                 start = time.perf_counter()
-                paths = output_paths(args.output, name, args.format, with_std=samples > 1)
+                paths = output_paths(args.output, name, args.format, with_std)
+                stage = staging_folder(args.output, name)
+                shutil.rmtree(stage, ignore_errors=True)  # what a killed run left
                 try:
-                    existing = [str(p) for p in _all_files(paths, args.format) if p.exists()]
+                    if file.suffix.lower() not in IMAGE_SUFFIXES:
+                        raise ValueError(
+                            f"unsupported file type {file.suffix or '(none)'!r}: use PNG, JPEG, TIFF or WebP"
+                        )
+                    outputs = _all_files(paths, args.format)
+                    existing = [str(p) for p in outputs if p.exists()]
+                    if args.skip_existing and len(existing) == len(outputs):
+                        rows.append((str(file), "-", "-", "-", str(state.process_index), SKIPPED))
+                        continue
                     if existing and not args.overwrite:
-                        raise FileExistsError(f"output exists ({', '.join(existing)}); pass --overwrite to replace it")
-                    rgb = pipe.image_processor.preprocess(read_image(file))  # [1, 3, H, W] in [0, 1], checked
+                        raise FileExistsError(
+                            f"output exists ({', '.join(existing)}); pass --overwrite to replace it"
+                            + ("" if args.skip_existing else " or --skip-existing to keep the complete ones")
+                        )
+                    rgb = pipe.image_processor.preprocess(read_photo(file))  # [1, 3, H, W] in [0, 1], checked
                     height, width = rgb.shape[-2:]
                     tile_size = args.tile_size or getattr(pipe.config, "default_tile_size", None)
                     if tile_size is None and height * width > args.max_megapixels * 1e6:
                         tile_size = auto_tile_size(args.max_megapixels, pipe.downsample_factor, tile_overlap)
                     check_memory(height, width, pipe.num_bands, args.format, samples)
-                    args.output.mkdir(parents=True, exist_ok=True)
+                    stage.mkdir(parents=True)
                     reconstruct_image(
                         pipe,
                         rgb,
-                        paths,
+                        output_paths(stage, name, args.format, with_std),
                         args.format,
                         tile_size,
                         tile_overlap,
                         srgb=args.input_space == "srgb",
                         sampling=sampling,
-                        overwrite=args.overwrite,
                         progress={"desc": name, "leave": False, "disable": None if main_process else True},
                     )
+                    commit_outputs(args.output, name, args.format, with_std, keep=claimed)
                 except Exception as error:  # one bad file must not stop the others
                     reason = (
                         str(error)
@@ -744,6 +748,8 @@ def run_reconstruct(args: argparse.Namespace) -> int:
                     failures.append(f"{file}: {reason}")
                     rows.append((str(file), "-", "-", "-", str(state.process_index), "failed"))
                     continue
+                finally:
+                    shutil.rmtree(stage, ignore_errors=True)  # empty after a commit; partial files after a failure
                 tiles = f"{tile_size} px" if tile_size is not None and max(height, width) > tile_size else "-"
                 elapsed = f"{time.perf_counter() - start:.1f} s"
                 rows.append(
@@ -753,23 +759,54 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         # 4. Summary of every process's images, printed once.
         if many:
             rows, failures = gather_object(rows), gather_object(failures)
-        failures = input_errors + failures
         if main_process:
-            if rows:
-                table = [("file", "size", "tiles", "time", "process", "output")] + rows
-                # The process column only says something when there are several.
-                print(format_table([row[:4] + row[5:] for row in table] if not many else table))
-            done = sum(row[-1] != "failed" for row in rows)
-            processes = f" by {state.num_processes} processes" if many else ""
-            print(
-                f"{done} image(s) reconstructed into {args.output}{processes}"
-                + (f", {len(failures)} failed:" if failures else ".")
-            )
-            for failure in failures:
-                print(f"  {' '.join(failure.split())}")
-        return 1 if failures else 0
+            print_summary(rows, input_errors + failures, args.output, state.num_processes)
+        return 1 if input_errors or failures else 0
+    except KeyboardInterrupt:
+        # Ctrl-C: the image in progress was discarded with its staging folder; say what is done. The other processes
+        # were interrupted too, so nothing is gathered: each one reports its own images.
+        interrupted = True
+        if main_process or many:
+            print_summary(rows, failures, args.output, state.num_processes, interrupted_process=state.process_index)
+        return 130
     finally:
-        if many:
+        if many and not interrupted:
             # Leave the process group before exit: a gloo group torn down at interpreter exit can hang.
             state.wait_for_everyone()
             state.destroy_process_group()
+
+
+def print_summary(
+    rows: list[tuple], failures: list[str], out_dir: Path, num_processes: int, interrupted_process: int | None = None
+) -> None:
+    """
+    Prints the table of images (`file, size, tiles, time, process, output`; the output is "failed" or `SKIPPED` for
+    the images without one), the count of images reconstructed and skipped, and the failures, one per line. After
+    Ctrl-C (`interrupted_process` set), it says so and how to resume.
+    """
+    from hsr_diffusers.cli.data import format_table
+
+    many = num_processes > 1
+    if rows:
+        table = [("file", "size", "tiles", "time", "process", "output")] + rows
+        # The process column only says something when there are several.
+        print(format_table([row[:4] + row[5:] for row in table] if not many else table))
+    done = sum(row[-1] not in ("failed", SKIPPED) for row in rows)
+    skipped = sum(row[-1] == SKIPPED for row in rows)
+    if interrupted_process is not None:
+        who = f"process {interrupted_process}: " if many else ""
+        print(
+            f"Interrupted: {who}{done} image(s) reconstructed into {out_dir}"
+            + (f", {skipped} skipped" if skipped else "")
+            + (f", {len(failures)} failed" if failures else "")
+            + "; the image in progress was discarded. Run the same command with --skip-existing to go on."
+        )
+    else:
+        processes = f" by {num_processes} processes" if many else ""
+        print(
+            f"{done} image(s) reconstructed into {out_dir}{processes}"
+            + (f", {skipped} skipped (all their outputs exist)" if skipped else "")
+            + (f", {len(failures)} failed:" if failures else ".")
+        )
+    for failure in failures:
+        print(f"  {' '.join(failure.split())}")

@@ -6,26 +6,36 @@ files (NTIRE 2020 ARAD-HS, read with `scipy.io.loadmat`) and MATLAB 7.3 files, w
 MATLAB header (NTIRE 2022 ARAD_1K, ICVL, read with h5py). MATLAB stores arrays column-major, so h5py sees the axes of
 a v7.3 variable reversed: a MATLAB `(H, W, bands)` cube comes out of h5py as `(bands, W, H)`.
 
-Supported inputs:
+Supported inputs (`name` is what [`detect_format`] returns and what `format=` takes):
 
-| format | detected by | cube | scaling | wavelengths |
-| --- | --- | --- | --- | --- |
-| ARAD-HS / ARAD_1K `.mat` (v5 or v7.3) | MATLAB header text | variable `cube` | as stored | `bands` |
-| ICVL `.mat` (v7.3 or v5) | MATLAB header text | variable `rad` | divided by 4095 (12-bit camera) | `bands` |
-| CAVE scene folder | a folder of `<scene>_ms_NN.png` | 16-bit PNG per band | divided by 65535 (8-bit: 255) | 400 + 10 (NN - 1) nm |
-| `.h5` | HDF5 signature | dataset `cube`, `(H, W, bands)` | as stored | dataset `wavelengths` |
-| `.npy` / `.npz` | numpy / zip magic | the array / key `cube` | as stored | `<name>.wavelengths.npy` / key `wavelengths` |
-| ENVI `.hdr` + `.img` | `ENVI` header | BSQ, BIL or BIP | `reflectance scale factor` if given | `wavelength` |
-| TIFF | TIFF magic | band-last or band-first | as stored | `wavelengths` in the JSON ImageDescription |
+| name | format | detected by | cube | scaling | wavelengths |
+| --- | --- | --- | --- | --- | --- |
+| `mat` | ARAD-HS / ARAD_1K `.mat` (v5 or v7.3) | MATLAB header text | variable `cube` | as stored | `bands` |
+| `mat` | ICVL `.mat` (v7.3 or v5) | MATLAB header text | variable `rad` | divided by 4095 (12-bit camera) | `bands` |
+| `cave` | CAVE scene folder | a folder of `<scene>_ms_NN.png` | 16-bit PNG per band | divided by 65535 (8-bit: 255) | 400 + 10 (NN - 1) nm |
+| `h5` | `.h5` | HDF5 signature | dataset `cube`, `(H, W, bands)` | as stored | dataset `wavelengths` |
+| `npy` / `npz` | `.npy` / `.npz` | numpy / zip magic | the array / key `cube` | as stored | `<name>.wavelengths.npy` / key `wavelengths` |
+| `envi` | ENVI `.hdr` + `.img` | `ENVI` header | BSQ, BIL or BIP | `reflectance scale factor` if given | `wavelength` |
+| `tiff` | TIFF | TIFF magic | band-last or band-first | as stored | `wavelengths` in the JSON ImageDescription |
+
+Each format is one [`CubeFormat`] entry of [`CUBE_FORMATS`] (at the end of this file): its name, suffixes, content
+test, reader and writer. Everything else ([`CUBE_SUFFIXES`], [`SAVE_SUFFIXES`], `hsr reconstruct --format`, the demo's
+downloads) is derived from that table. In version 0.1 the readers called two formats `"hdf5"` and `"mat5"`/`"mat73"`;
+those names still compare equal to what [`detect_format`] returns, and are still accepted as `format=`, with a
+`FutureWarning`.
 
 Anything that cannot be read as a finite, non-zero 3-D cube raises one [`CubeFormatError`] that names the file and the
-problem.
+problem. Writers never leave a partial file under the final name: they write `.<name>.partial<suffix>` and rename it
+when the cube is complete (see [`CubeWriter`]).
 """
 
 import json
 import os
 import re
 import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +43,10 @@ import numpy as np
 
 __all__ = [
     "CAVE_NUM_BANDS",
+    "CUBE_FORMATS",
     "CUBE_SUFFIXES",
     "SAVE_SUFFIXES",
+    "CubeFormat",
     "CubeFormatError",
     "CubeWriter",
     "ICVL_SCALE",
@@ -43,6 +55,7 @@ __all__ = [
     "find_cave_band_files",
     "load_cube",
     "load_cube_with_wavelengths",
+    "partial_path",
     "save_cube",
 ]
 
@@ -51,10 +64,6 @@ class CubeFormatError(ValueError):
     """A file or folder that cannot be read as a `(H, W, bands)` cube. The message names the path and the problem."""
 
 
-# Suffixes that the dataset builder and `hsr data` treat as cube files (the content decides the reader).
-CUBE_SUFFIXES = (".mat", ".h5", ".hdf5", ".npy", ".npz", ".tif", ".tiff", ".hdr")
-# The suffix that `save_cube` gives each of its formats (ENVI: the header; its data file is `.img`).
-SAVE_SUFFIXES = {"envi": ".hdr", "h5": ".h5", "mat": ".mat", "npy": ".npy", "npz": ".npz", "tiff": ".tif"}
 # A CAVE scene has 31 band images, 400-700 nm in 10 nm steps, named `<scene>_ms_01.png` ... `<scene>_ms_31.png`.
 CAVE_NUM_BANDS = 31
 # ICVL radiance comes from a 12-bit camera: dividing by 2**12 - 1 maps it to [0, 1] (as the NTIRE 2018 loaders do).
@@ -76,17 +85,6 @@ _WAVELENGTH_KEYS = ("bands", "wavelengths", "wavelength")
 _CAVE_BAND = re.compile(r"^(?P<prefix>.+)_(?P<band>\d{2})\.png$", re.IGNORECASE)
 _ENVI_DTYPES = {1: "u1", 2: "i2", 3: "i4", 4: "f4", 5: "f8", 12: "u2", 13: "u4", 14: "i8", 15: "u8"}
 _ENVI_DATA_SUFFIXES = ("", ".img", ".dat", ".raw", ".bsq", ".bil", ".bip", ".bin")
-_SAVE_FORMATS = {
-    ".npy": "npy",
-    ".npz": "npz",
-    ".h5": "h5",
-    ".hdf5": "h5",
-    ".mat": "mat",
-    ".hdr": "envi",
-    ".img": "envi",
-    ".tif": "tiff",
-    ".tiff": "tiff",
-}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -94,52 +92,86 @@ _SAVE_FORMATS = {
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def detect_format(path: str | os.PathLike) -> str:
+class FormatName(str):
+    """
+    A format name as [`detect_format`] returns it (`"h5"`, `"mat"`, ...). It also compares equal to the name the
+    readers used for it in version 0.1 (`"hdf5"`; `"mat5"` or `"mat73"` by the file's MATLAB version), with a
+    `FutureWarning`, so that code written against the old names keeps working while it is updated.
+    """
+
+    def __new__(cls, name: str, old_name: str | None = None) -> "FormatName":
+        value = super().__new__(cls, name)
+        value.old_name = old_name
+        return value
+
+    def __eq__(self, other: object) -> bool:
+        if str.__eq__(self, other):
+            return True
+        if self.old_name is not None and isinstance(other, str) and other == self.old_name:
+            warnings.warn(
+                f"The cube format {other!r} is now called {str(self)!r}; compare with {str(self)!r}.",
+                FutureWarning,
+                stacklevel=2,
+            )
+            return True
+        return False
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = str.__hash__
+
+
+def detect_format(path: str | os.PathLike) -> FormatName:
     r"""
-    Detects the container of a cube from its content.
+    Detects the container of a cube from its content, trying the formats of [`CUBE_FORMATS`] in order.
 
     Args:
         path (`str` or `os.PathLike`):
             A file, or a CAVE scene folder.
 
     Returns:
-        `str`: one of `"cave"`, `"mat5"`, `"mat73"`, `"hdf5"`, `"npy"`, `"npz"`, `"tiff"` or `"envi"`.
+        [`FormatName`]: a key of [`CUBE_FORMATS`]: `"mat"`, `"h5"`, `"npy"`, `"npz"`, `"tiff"`, `"envi"` or `"cave"`.
+        It also equals the version 0.1 names `"hdf5"`, `"mat5"` and `"mat73"` (with a `FutureWarning`).
 
     Raises:
         [`CubeFormatError`]: the path does not exist, is empty, or holds none of these formats.
     """
     path = Path(path)
     if path.is_dir():
-        return "cave"
-    if not path.is_file():
+        head = b""
+    elif path.is_file():
+        with open(path, "rb") as file:
+            head = file.read(520)
+        if not head:
+            raise CubeFormatError(f"{path}: the file is empty.")
+    else:
         raise CubeFormatError(f"{path}: no such file or folder.")
-    with open(path, "rb") as file:
-        head = file.read(520)
-    if not head:
-        raise CubeFormatError(f"{path}: the file is empty.")
-    if head.startswith(_MAT73_MAGIC):
-        return "mat73"
-    if head.startswith(_MAT5_MAGIC):
-        return "mat5"
-    if head.startswith(_HDF5_MAGIC) or head[512:520] == _HDF5_MAGIC:
-        return "hdf5"
-    if head.startswith(_NPY_MAGIC):
-        return "npy"
-    if head.startswith(_ZIP_MAGIC):
-        return "npz"
-    if head[:4] in _TIFF_MAGICS:
-        return "tiff"
-    if head.startswith(_ENVI_MAGIC) or _envi_header_for(path) is not None:
-        return "envi"
-    # HDF5 allows user blocks of any power of two >= 512: let h5py look further than the first 520 bytes.
-    import h5py
+    name = next((name for name, format in CUBE_FORMATS.items() if format.sniff(path, head)), None)
+    if name is None and not path.is_dir():
+        # HDF5 allows user blocks of any power of two >= 512: let h5py look further than the first 520 bytes.
+        import h5py
 
-    if h5py.is_hdf5(path):
-        return "hdf5"
-    raise CubeFormatError(
-        f"{path}: not a recognised cube file (it starts with {head[:16]!r}); expected a MATLAB .mat (v5 or v7.3), "
-        "HDF5 .h5, numpy .npy/.npz, ENVI .hdr/.img or TIFF file, or a CAVE folder of PNG bands."
-    )
+        if h5py.is_hdf5(path):
+            name = "h5"
+    if name is None:
+        readable = ", ".join(format.label for format in CUBE_FORMATS.values())
+        raise CubeFormatError(
+            f"{path}: not a recognised cube file (it starts with {head[:16]!r}); expected {readable}."
+        )
+    # The names the readers returned in version 0.1, frozen: new formats have none.
+    old_name = {"h5": "hdf5", "mat": "mat73" if head.startswith(_MAT73_MAGIC) else "mat5"}.get(name)
+    return FormatName(name, old_name)
+
+
+def _format_name(format: str) -> str:
+    """`format` as a key of [`CUBE_FORMATS`]: a version 0.1 name is translated with a `FutureWarning`."""
+    if format not in CUBE_FORMATS:
+        new = next((name for name, entry in CUBE_FORMATS.items() if format in entry.old_names), None)
+        if new is not None:
+            warnings.warn(f"The cube format {format!r} is now called {new!r}.", FutureWarning, stacklevel=3)
+            return new
+    return format
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -150,6 +182,9 @@ def detect_format(path: str | os.PathLike) -> str:
 def load_cube(path: str | os.PathLike, key: str | None = None, expected_bands: int | None = None) -> np.ndarray:
     r"""
     Loads a hyperspectral cube as a channel-last float32 array.
+
+    This returns the cube alone. The band centres (which every writer of this package stores, and most datasets do)
+    come with [`load_cube_with_wavelengths`]: `cube, wavelengths = load_cube_with_wavelengths(path)`.
 
     The container is detected from the content (see the module docstring for the table of formats). Values are
     returned as stored, except where the format defines a scale: ICVL `rad` data is divided by 4095 (its 12-bit range),
@@ -167,7 +202,8 @@ def load_cube(path: str | os.PathLike, key: str | None = None, expected_bands: i
             Raise unless the cube has this many bands.
 
     Returns:
-        `np.ndarray`: `(H, W, bands)` float32, C-contiguous.
+        `np.ndarray`: `(H, W, bands)` float32, C-contiguous. For the wavelengths too, use
+        [`load_cube_with_wavelengths`].
 
     Raises:
         [`CubeFormatError`]: unreadable or truncated file, missing variable (the message lists the ones present), a
@@ -180,7 +216,7 @@ def load_cube_with_wavelengths(
     path: str | os.PathLike, key: str | None = None, expected_bands: int | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     r"""
-    Loads a cube and the band centres stored with it.
+    Loads a cube and the band centres stored with it: [`load_cube`] plus the wavelengths.
 
     Args:
         path, key, expected_bands:
@@ -191,18 +227,7 @@ def load_cube_with_wavelengths(
         (`None` when the file stores none). Wavelengths stored in micrometres (values below 10) are converted to nm.
     """
     path = Path(path)
-    kind = detect_format(path)
-    readers = {
-        "cave": _read_cave,
-        "mat5": _read_mat5,
-        "mat73": _read_hdf5,
-        "hdf5": _read_hdf5,
-        "npy": _read_npy,
-        "npz": _read_npz,
-        "tiff": _read_tiff,
-        "envi": _read_envi,
-    }
-    cube, wavelengths = readers[kind](path, key)
+    cube, wavelengths = CUBE_FORMATS[detect_format(path)].reader(path, key)
     cube = _validate_cube(path, cube, expected_bands)
     if wavelengths is not None:
         wavelengths = np.asarray(wavelengths, dtype=np.float64).reshape(-1)
@@ -292,6 +317,12 @@ def _read_mat5(path: Path, key: str | None) -> tuple[np.ndarray, np.ndarray | No
         raise CubeFormatError(f"{path}: cannot read the MATLAB 5.0 file ({error}); is it truncated?") from error
     wavelengths = next((content[name] for name in _WAVELENGTH_KEYS if name in content), None)
     return _scale_for_key(key, np.asarray(content[key])), wavelengths
+
+
+def _read_mat(path: Path, key: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+    with open(path, "rb") as file:
+        version_5 = file.read(len(_MAT5_MAGIC)) == _MAT5_MAGIC
+    return _read_mat5(path, key) if version_5 else _read_hdf5(path, key)  # v7.3 is HDF5
 
 
 def _read_hdf5(path: Path, key: str | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -534,6 +565,16 @@ def _read_cave(path: Path, key: str | None) -> tuple[np.ndarray, np.ndarray | No
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+def partial_path(path: str | os.PathLike) -> Path:
+    r"""
+    The temporary name under which a file is written until it is complete: `.<stem>.partial<suffix>` beside it
+    (`cubes/scene.h5` -> `cubes/.scene.partial.h5`). Hidden, and with a suffix that no folder scan takes for a finished
+    file's; a later write of the same file starts it again from scratch.
+    """
+    path = Path(path)
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
 def cube_file_paths(path: str | os.PathLike, format: str | None = None, wavelengths: bool = True) -> list[Path]:
     r"""
     Every file that [`save_cube`] writes for `path`, the main one first: the ENVI header and its `.img` data file, the
@@ -548,22 +589,25 @@ def cube_file_paths(path: str | os.PathLike, format: str | None = None, waveleng
             Whether wavelengths are written (only the `.npy` sidecar depends on it).
     """
     path = Path(path)
-    format = _save_format(path, format)
-    if format == "envi":
-        base = path.with_suffix("") if path.suffix.lower() in (".hdr", ".img") else path
-        return [Path(str(base) + ".hdr"), Path(str(base) + ".img")]
-    if format == "npy" and wavelengths:
-        return [path, _npy_sidecar(path)]
-    return [path]
+    return CUBE_FORMATS[_save_format(path, format)].writer.files(path, wavelengths)
 
 
 def _save_format(path: Path, format: str | None) -> str:
     if format is None:
-        format = _SAVE_FORMATS.get(path.suffix.lower())
+        suffix = path.suffix.lower()
+        format = next(
+            (
+                name
+                for name, entry in CUBE_FORMATS.items()
+                if entry.writer is not None and suffix in entry.suffixes + entry.companion_suffixes
+            ),
+            None,
+        )
         if format is None:
             raise ValueError(
                 f"Cannot infer the format of {path} from its suffix; pass format= one of {sorted(SAVE_SUFFIXES)}."
             )
+    format = _format_name(format)
     if format not in SAVE_SUFFIXES:
         raise ValueError(f"Unknown cube format {format!r}; choose one of {sorted(SAVE_SUFFIXES)}.")
     return format
@@ -593,7 +637,9 @@ def save_cube(
         - `"tiff"`: one multi-sample TIFF page, band-last and `planarconfig=contig` (GDAL sees one band per
           wavelength), float32, wavelengths in the JSON `ImageDescription`.
 
-    A cube computed block by block (larger than memory) is written with [`CubeWriter`], which makes the same files.
+    The files are written under temporary names ([`partial_path`]) and renamed when complete, so a crash never leaves a
+    partial cube under `path`. A cube computed block by block (larger than memory) is written with [`CubeWriter`],
+    which makes the same files.
 
     Args:
         path (`str` or `os.PathLike`):
@@ -603,9 +649,11 @@ def save_cube(
         wavelengths (`list[float]` or `np.ndarray`, *optional*):
             Band centres in nm, one per band.
         format (`str`, *optional*):
-            One of `"npy"`, `"npz"`, `"h5"`, `"mat"`, `"envi"`, `"tiff"`. Inferred from the suffix when omitted.
+            One of `"npy"`, `"npz"`, `"h5"`, `"mat"`, `"envi"`, `"tiff"` (the keys of [`SAVE_SUFFIXES`]). Inferred from
+            the suffix when omitted.
         overwrite (`bool`, *optional*, defaults to `False`):
-            Replace existing files instead of raising `FileExistsError`.
+            Replace existing files instead of raising `FileExistsError`. They are replaced once the new ones are
+            complete, and a `.npy` wavelength sidecar that the new cube does not have is removed.
         mat_version (`str`, *optional*):
             `"5"` or `"7.3"` to force the MATLAB container; by default the size decides.
         interleave (`str`, *optional*, defaults to `"bsq"`):
@@ -630,11 +678,19 @@ class CubeWriter:
     `.npy`, `.h5`, ENVI, TIFF and MATLAB 7.3 files are written in place, block by block. MATLAB 5.0 (`.mat` below 2 GB)
     and `.npz` files cannot be written in parts: their cube is collected in memory and written by `close`.
 
+    Every file is written under its temporary name ([`partial_path`]) and renamed to its final name by `close`, the
+    main file (the ENVI header, the `.npy` cube) last: a process killed while writing leaves only the hidden
+    `.<name>.partial...` files, never a cube that reads without error but holds zeros. Leaving the `with` block through
+    an exception (or calling `abort`) removes them and leaves existing files untouched.
+
     Args:
         path, wavelengths, format, overwrite, mat_version, interleave:
             As in [`save_cube`].
         shape (`tuple[int, int, int]`):
             `(H, W, bands)` of the whole cube.
+
+    Attributes:
+        paths (`list[Path]`): the final files, the main one first (as [`cube_file_paths`]).
 
     Example:
 
@@ -643,8 +699,6 @@ class CubeWriter:
     ...     for top in range(0, height, 64):
     ...         writer.write_rows(top, compute_rows(top, min(top + 64, height)))  # (rows, W, 31)
     ```
-
-    Leaving the `with` block through an exception removes the files written so far.
     """
 
     def __init__(
@@ -658,6 +712,8 @@ class CubeWriter:
         interleave: str = "bsq",
     ):
         path = Path(path)
+        if format in ("mat5", "mat73") and mat_version is None:  # the version 0.1 reader names say the version
+            mat_version = "5" if format == "mat5" else "7.3"
         self.format = _save_format(path, format)
         if len(shape) != 3 or min(shape) < 1:
             raise ValueError(f"Expected a (H, W, bands) cube, got shape {tuple(shape)}.")
@@ -668,73 +724,26 @@ class CubeWriter:
                 raise ValueError(f"Got {wavelengths.size} wavelengths for a cube with {self.shape[-1]} bands.")
         if interleave not in ("bsq", "bil"):
             raise ValueError(f"interleave must be 'bsq' or 'bil', got {interleave!r}.")
-        nbytes = int(np.prod(self.shape)) * 4
         if self.format == "mat":
-            mat_version = mat_version or ("5" if nbytes <= MAT_V5_MAX_BYTES else "7.3")
+            mat_version = mat_version or ("5" if int(np.prod(self.shape)) * 4 <= MAT_V5_MAX_BYTES else "7.3")
             if mat_version not in ("5", "7.3"):
                 raise ValueError(f"mat_version must be '5' or '7.3', got {mat_version!r}.")
-        self.paths = cube_file_paths(path, self.format, wavelengths is not None)
-        existing = [str(output) for output in self.paths if output.exists()]
-        if existing and not overwrite:
-            raise FileExistsError(f"{', '.join(existing)} already exists; pass overwrite=True to replace it.")
+        writer_class = CUBE_FORMATS[self.format].writer
+        self.paths = writer_class.files(path, wavelengths is not None)
+        self._overwrite = overwrite
+        self._refuse_existing()
         self.paths[0].parent.mkdir(parents=True, exist_ok=True)
-        self._wavelengths, self._interleave, self._mat_version = wavelengths, interleave, mat_version
-        self._memory = self._file = self._dataset = None
-        self._offset = 0
-        height, width, bands = self.shape
-        if self.format == "npz" or (self.format == "mat" and mat_version == "5"):
-            self._memory = np.empty(self.shape, dtype=np.float32)
-        elif self.format == "h5":
-            import h5py
+        self._partial_paths = writer_class.files(partial_path(self.paths[0]), wavelengths is not None)
+        options = {"mat_version": mat_version, "interleave": interleave}
+        self._writer = writer_class(self._partial_paths, self.shape, wavelengths, options)
 
-            self._file = h5py.File(self.paths[0], "w")
-            self._dataset = self._file.create_dataset("cube", shape=self.shape, dtype=np.float32)
-            self._dataset.attrs["layout"] = "(H, W, bands)"
-            if wavelengths is not None:
-                self._file.create_dataset("wavelengths", data=wavelengths)
-                self._file["wavelengths"].attrs["units"] = "nm"
-        elif self.format == "mat":
-            import h5py
-
-            self._file = h5py.File(self.paths[0], "w", userblock_size=512)
-            # Column-major MATLAB (H, W, bands) is (bands, W, H) for HDF5.
-            self._dataset = self._file.create_dataset("cube", shape=self.shape[::-1], dtype=np.float32)
-            self._dataset.attrs["MATLAB_class"] = np.bytes_("single")
-            if wavelengths is not None:
-                self._file.create_dataset("bands", data=wavelengths[:, None])  # MATLAB 1 x bands
-                self._file["bands"].attrs["MATLAB_class"] = np.bytes_("double")
-        elif self.format == "npy":
-            self._file = open(self.paths[0], "wb")
-            header = {"descr": "<f4", "fortran_order": False, "shape": self.shape}
-            np.lib.format.write_array_header_1_0(self._file, header)  # as np.save writes it
-            self._offset = self._file.tell()
-            self._file.truncate(self._offset + nbytes)
-            if wavelengths is not None:
-                np.save(self.paths[1], wavelengths)
-        elif self.format == "envi":
-            self._write_envi_header()
-            self._file = open(self.paths[1], "wb")
-            self._file.truncate(nbytes)
-        else:  # tiff
-            import tifffile
-
-            description = {"shape": list(self.shape), "axes": "YXS (H, W, bands)"}
-            if wavelengths is not None:
-                description.update(wavelengths=wavelengths.tolist(), wavelength_units="nm")
-            # An uncompressed page with its samples in one contiguous run; metadata=None stops tifffile from writing
-            # its own JSON description over ours.
-            memmap = tifffile.memmap(
-                self.paths[0],
-                shape=self.shape,
-                dtype="<f4",
-                photometric="minisblack",
-                planarconfig="contig",
-                description=json.dumps(description),
-                metadata=None,
-            )
-            self._offset = memmap.offset
-            del memmap
-            self._file = open(self.paths[0], "r+b")
+    def _refuse_existing(self) -> None:
+        # Every file of the format counts, also one this cube does not write (the sidecar of a .npy cube without
+        # wavelengths), since the reader would pair it with the new cube.
+        candidates = CUBE_FORMATS[self.format].writer.files(self.paths[0], wavelengths=True)
+        existing = [str(output) for output in candidates if output.exists()]
+        if existing and not self._overwrite:
+            raise FileExistsError(f"{', '.join(existing)} already exists; pass overwrite=True to replace it.")
 
     def write_rows(self, top: int, rows: np.ndarray) -> None:
         """Writes `rows` `(n, W, bands)` as rows `top` to `top + n` of the cube."""
@@ -742,56 +751,41 @@ class CubeWriter:
         rows = np.asarray(rows)
         if rows.ndim != 3 or rows.shape[1:] != (width, bands) or not 0 <= top <= height - rows.shape[0]:
             raise ValueError(f"Rows of shape {rows.shape} at row {top} do not fit a cube of shape {self.shape}.")
-        count = rows.shape[0]
-        if self._memory is not None:
-            self._memory[top : top + count] = rows
-        elif self.format == "h5":
-            self._dataset[top : top + count] = rows.astype(np.float32, copy=False)
-        elif self.format == "mat":
-            self._dataset[:, :, top : top + count] = rows.astype(np.float32, copy=False).transpose(2, 1, 0)
-        elif self.format == "envi" and self._interleave == "bsq":
-            for band in range(bands):  # (bands, H, W): one run of rows per band plane
-                self._file.seek((band * height + top) * width * 4)
-                self._file.write(np.ascontiguousarray(rows[..., band], dtype="<f4"))
-        else:  # npy, tiff and ENVI BIL store whole rows one after the other
-            ordered = rows.transpose(0, 2, 1) if self.format == "envi" else rows  # BIL: (H, bands, W)
-            self._file.seek(self._offset + top * width * bands * 4)
-            self._file.write(np.ascontiguousarray(ordered, dtype="<f4"))
+        if self._writer is None:
+            raise ValueError("The writer is closed.")
+        self._writer.write_rows(top, rows.astype(np.float32, copy=False))
 
     def close(self) -> None:
-        """Finishes the files (writes the in-memory formats)."""
-        if self._memory is not None:
-            cube, self._memory = self._memory, None
-            if self.format == "npz":
-                arrays = (
-                    {"cube": cube} if self._wavelengths is None else {"cube": cube, "wavelengths": self._wavelengths}
-                )
-                with open(self.paths[0], "wb") as file:
-                    np.savez(file, **arrays)
-            else:
-                import scipy.io
+        """Finishes the files (writes the in-memory formats) and renames them to their final names."""
+        if self._writer is None:
+            return
+        writer, self._writer = self._writer, None
+        try:
+            writer.close()
+            self._refuse_existing()  # a file that appeared meanwhile is not replaced without overwrite
+        except BaseException:
+            self._remove_partial_files()
+            raise
+        # Companions first, the main file last: once the main file has its final name, the cube is complete.
+        for partial, final in zip(self._partial_paths[1:], self.paths[1:]):
+            os.replace(partial, final)
+        for stale in set(type(writer).files(self.paths[0], wavelengths=True)) - set(self.paths):
+            stale.unlink(missing_ok=True)  # only with overwrite: the sidecar of a replaced .npy that had wavelengths
+        os.replace(self._partial_paths[0], self.paths[0])
 
-                variables = {"cube": cube}
-                if self._wavelengths is not None:
-                    variables["bands"] = self._wavelengths[None, :]  # a 1 x bands row, as in the NTIRE 2020 files
-                scipy.io.savemat(self.paths[0], variables, do_compression=False)
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-            if self.format == "mat":
-                _write_mat73_header(self.paths[0])
+    def abort(self) -> None:
+        """Closes and removes the files written so far; existing files under the final names are left untouched."""
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
+        self._remove_partial_files()
+
+    def _remove_partial_files(self) -> None:
+        for path in self._partial_paths:
+            path.unlink(missing_ok=True)
 
     def __enter__(self) -> "CubeWriter":
         return self
-
-    def abort(self) -> None:
-        """Closes the files and removes them: no half-written cube is left behind."""
-        self._memory = None
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        for path in self.paths:
-            path.unlink(missing_ok=True)
 
     def __exit__(self, error_type, error, traceback) -> None:
         if error_type is None:
@@ -799,8 +793,158 @@ class CubeWriter:
         else:
             self.abort()
 
-    def _write_envi_header(self) -> None:
-        height, width, bands = self.shape
+
+# Writers of the formats: each writes float32 rows into the files it is given (the temporary names of CubeWriter).
+
+
+class _FileWriter:
+    r"""
+    The base of a format's writer in [`CUBE_FORMATS`].
+
+    Args:
+        paths (`list[Path]`): the files to write, the main one first, as `files` lists them.
+        shape (`tuple[int, int, int]`): `(H, W, bands)`.
+        wavelengths (`np.ndarray` or `None`): float64 band centres in nm.
+        options (`dict`): `mat_version` and `interleave`, checked by [`CubeWriter`].
+    """
+
+    def __init__(self, paths: list[Path], shape: tuple[int, int, int], wavelengths: np.ndarray | None, options: dict):
+        self.paths, self.shape, self.wavelengths = paths, shape, wavelengths
+        self.file = None
+
+    @staticmethod
+    def files(path: Path, wavelengths: bool) -> list[Path]:
+        """Every file written for `path`, the main one first."""
+        return [path]
+
+    def write_rows(self, top: int, rows: np.ndarray) -> None:
+        """Writes float32 `rows` `(n, W, bands)` at row `top`."""
+        raise NotImplementedError
+
+    def write_at(self, offset: int, rows: np.ndarray) -> None:
+        self.file.seek(offset)
+        self.file.write(np.ascontiguousarray(rows, dtype="<f4"))
+
+    def close(self) -> None:
+        """Completes the files."""
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+    def abort(self) -> None:
+        """Releases the files without completing them."""
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+class _NpyWriter(_FileWriter):
+    @staticmethod
+    def files(path: Path, wavelengths: bool) -> list[Path]:
+        return [path, _npy_sidecar(path)] if wavelengths else [path]
+
+    def __init__(self, paths, shape, wavelengths, options):
+        super().__init__(paths, shape, wavelengths, options)
+        self.file = open(paths[0], "wb")
+        np.lib.format.write_array_header_1_0(self.file, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        self.offset = self.file.tell()
+        self.file.truncate(self.offset + int(np.prod(shape)) * 4)
+        if wavelengths is not None:
+            np.save(paths[1], wavelengths)
+
+    def write_rows(self, top, rows):
+        self.write_at(self.offset + top * self.shape[1] * self.shape[2] * 4, rows)
+
+
+class _NpzWriter(_FileWriter):
+    # A zip member cannot be written in parts: the cube is collected in memory and written by `close`.
+    def __init__(self, paths, shape, wavelengths, options):
+        super().__init__(paths, shape, wavelengths, options)
+        self.cube = np.empty(shape, dtype=np.float32)
+
+    def write_rows(self, top, rows):
+        self.cube[top : top + len(rows)] = rows
+
+    def close(self):
+        arrays = (
+            {"cube": self.cube} if self.wavelengths is None else {"cube": self.cube, "wavelengths": self.wavelengths}
+        )
+        with open(self.paths[0], "wb") as file:
+            np.savez(file, **arrays)
+        self.cube = None
+
+    def abort(self):
+        self.cube = None
+
+
+class _H5Writer(_FileWriter):
+    def __init__(self, paths, shape, wavelengths, options):
+        import h5py
+
+        super().__init__(paths, shape, wavelengths, options)
+        self.file = h5py.File(paths[0], "w")
+        self.dataset = self.file.create_dataset("cube", shape=shape, dtype=np.float32)
+        self.dataset.attrs["layout"] = "(H, W, bands)"
+        if wavelengths is not None:
+            self.file.create_dataset("wavelengths", data=wavelengths)
+            self.file["wavelengths"].attrs["units"] = "nm"
+
+    def write_rows(self, top, rows):
+        self.dataset[top : top + len(rows)] = rows
+
+
+class _MatWriter(_FileWriter):
+    # MATLAB 5.0 (scipy.io.savemat) cannot be written in parts: its cube is collected in memory. MATLAB 7.3 is HDF5,
+    # written as MATLAB does: column-major (axes reversed), MATLAB_class attributes, the header in the user block.
+    def __init__(self, paths, shape, wavelengths, options):
+        super().__init__(paths, shape, wavelengths, options)
+        self.cube = None
+        if options["mat_version"] == "5":
+            self.cube = np.empty(shape, dtype=np.float32)
+            return
+        import h5py
+
+        self.file = h5py.File(paths[0], "w", userblock_size=512)
+        self.dataset = self.file.create_dataset("cube", shape=shape[::-1], dtype=np.float32)  # (bands, W, H)
+        self.dataset.attrs["MATLAB_class"] = np.bytes_("single")
+        if wavelengths is not None:
+            self.file.create_dataset("bands", data=wavelengths[:, None])  # MATLAB 1 x bands
+            self.file["bands"].attrs["MATLAB_class"] = np.bytes_("double")
+
+    def write_rows(self, top, rows):
+        if self.cube is not None:
+            self.cube[top : top + len(rows)] = rows
+        else:
+            self.dataset[:, :, top : top + len(rows)] = rows.transpose(2, 1, 0)
+
+    def close(self):
+        if self.cube is not None:
+            import scipy.io
+
+            variables = {"cube": self.cube}
+            if self.wavelengths is not None:
+                variables["bands"] = self.wavelengths[None, :]  # a 1 x bands row, as in the NTIRE 2020 files
+            scipy.io.savemat(self.paths[0], variables, do_compression=False)
+            self.cube = None
+        else:
+            super().close()
+            _write_mat73_header(self.paths[0])
+
+    def abort(self):
+        self.cube = None
+        super().abort()
+
+
+class _EnviWriter(_FileWriter):
+    @staticmethod
+    def files(path: Path, wavelengths: bool) -> list[Path]:
+        base = path.with_suffix("") if path.suffix.lower() in (".hdr", ".img") else path
+        return [Path(str(base) + ".hdr"), Path(str(base) + ".img")]
+
+    def __init__(self, paths, shape, wavelengths, options):
+        super().__init__(paths, shape, wavelengths, options)
+        self.interleave = options["interleave"]
+        height, width, bands = shape
         lines = [
             "ENVI",
             "description = {hyperspectral cube written by hsr-diffusers}",
@@ -810,13 +954,50 @@ class CubeWriter:
             "header offset = 0",
             "file type = ENVI Standard",
             "data type = 4",
-            f"interleave = {self._interleave}",
+            f"interleave = {self.interleave}",
             "byte order = 0",
         ]
-        if self._wavelengths is not None:
-            values = ", ".join(f"{w:g}" for w in self._wavelengths)
+        if wavelengths is not None:
+            values = ", ".join(f"{w:g}" for w in wavelengths)
             lines += ["wavelength units = Nanometers", "wavelength = {" + values + "}"]
-        self.paths[0].write_text("\n".join(lines) + "\n")
+        paths[0].write_text("\n".join(lines) + "\n")
+        self.file = open(paths[1], "wb")
+        self.file.truncate(height * width * bands * 4)
+
+    def write_rows(self, top, rows):
+        height, width, bands = self.shape
+        if self.interleave == "bsq":
+            for band in range(bands):  # (bands, H, W): one run of rows per band plane
+                self.write_at((band * height + top) * width * 4, rows[..., band])
+        else:  # BIL: (H, bands, W), whole rows one after the other
+            self.write_at(top * width * bands * 4, rows.transpose(0, 2, 1))
+
+
+class _TiffWriter(_FileWriter):
+    def __init__(self, paths, shape, wavelengths, options):
+        import tifffile
+
+        super().__init__(paths, shape, wavelengths, options)
+        description = {"shape": list(shape), "axes": "YXS (H, W, bands)"}
+        if wavelengths is not None:
+            description.update(wavelengths=wavelengths.tolist(), wavelength_units="nm")
+        # An uncompressed page with its samples in one contiguous run; metadata=None stops tifffile from writing its
+        # own JSON description over ours.
+        memmap = tifffile.memmap(
+            paths[0],
+            shape=shape,
+            dtype="<f4",
+            photometric="minisblack",
+            planarconfig="contig",
+            description=json.dumps(description),
+            metadata=None,
+        )
+        self.offset = memmap.offset
+        del memmap
+        self.file = open(paths[0], "r+b")
+
+    def write_rows(self, top, rows):
+        self.write_at(self.offset + top * self.shape[1] * self.shape[2] * 4, rows)
 
 
 def _write_mat73_header(path: Path) -> None:
@@ -825,3 +1006,75 @@ def _write_mat73_header(path: Path) -> None:
     header = text.encode("ascii").ljust(116, b" ")[:116] + b"\x00" * 8 + (0x0200).to_bytes(2, "little") + b"IM"
     with open(path, "r+b") as file:
         file.write(header.ljust(512, b"\x00"))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The format registry
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CubeFormat:
+    r"""
+    One cube format of [`CUBE_FORMATS`]: how it is recognised, read and written.
+
+    Args:
+        label (`str`): what people call it, for messages and menus.
+        suffixes (`tuple[str, ...]`): suffixes of its (main) files; the first is the one [`save_cube`] gives.
+        sniff (`Callable[[Path, bytes], bool]`): whether a file is in this format, from its first 520 bytes (and the
+            path, for formats recognised by a sibling file, or a folder).
+        reader (`Callable[[Path, str | None], tuple[np.ndarray, np.ndarray | None]]`): `(path, key)` to the cube, as
+            stored, and its wavelengths (or `None`); [`load_cube_with_wavelengths`] checks and converts both.
+        writer (`type`, *optional*): the class that writes it row block by row block (`None`: read only).
+        companion_suffixes (`tuple[str, ...]`, *optional*): suffixes of its other files (ENVI `.img`). A path with one
+            names the format for [`save_cube`], but folder scans ([`CUBE_SUFFIXES`]) skip them, counting each cube once.
+        old_names (`tuple[str, ...]`, *optional*): names the format had in version 0.1, accepted with a `FutureWarning`.
+    """
+
+    label: str
+    suffixes: tuple[str, ...]
+    sniff: Callable[[Path, bytes], bool]
+    reader: Callable[[Path, str | None], tuple[np.ndarray, np.ndarray | None]]
+    writer: type | None = None
+    companion_suffixes: tuple[str, ...] = ()
+    old_names: tuple[str, ...] = ()
+
+
+# Tried in this order by `detect_format`: MATLAB 7.3 files are HDF5 files too, and an ENVI data file is recognised by
+# the header beside it, so both come before the formats they could be mistaken for.
+CUBE_FORMATS: dict[str, CubeFormat] = {
+    "cave": CubeFormat("CAVE folder of PNG bands", (), lambda path, head: path.is_dir(), _read_cave),
+    "mat": CubeFormat(
+        "MATLAB .mat (v5 or v7.3)",
+        (".mat",),
+        lambda path, head: head.startswith((_MAT5_MAGIC, _MAT73_MAGIC)),
+        _read_mat,
+        _MatWriter,
+        old_names=("mat5", "mat73"),
+    ),
+    "h5": CubeFormat(
+        "HDF5 .h5",
+        (".h5", ".hdf5"),
+        lambda path, head: head.startswith(_HDF5_MAGIC) or head[512:520] == _HDF5_MAGIC,
+        _read_hdf5,
+        _H5Writer,
+        old_names=("hdf5",),
+    ),
+    "npy": CubeFormat("numpy .npy", (".npy",), lambda path, head: head.startswith(_NPY_MAGIC), _read_npy, _NpyWriter),
+    "npz": CubeFormat("numpy .npz", (".npz",), lambda path, head: head.startswith(_ZIP_MAGIC), _read_npz, _NpzWriter),
+    "tiff": CubeFormat(
+        "TIFF", (".tif", ".tiff"), lambda path, head: head[:4] in _TIFF_MAGICS, _read_tiff, _TiffWriter
+    ),
+    "envi": CubeFormat(
+        "ENVI .hdr + .img",
+        (".hdr",),
+        lambda path, head: head.startswith(_ENVI_MAGIC) or _envi_header_for(path) is not None,
+        _read_envi,
+        _EnviWriter,
+        companion_suffixes=(".img",),
+    ),
+}
+# Suffixes that the dataset builder and `hsr data` treat as cube files (the content decides the reader).
+CUBE_SUFFIXES = tuple(suffix for entry in CUBE_FORMATS.values() for suffix in entry.suffixes)
+# The suffix that `save_cube` gives each format it writes (ENVI: the header; its data file is `.img`).
+SAVE_SUFFIXES = {name: entry.suffixes[0] for name, entry in sorted(CUBE_FORMATS.items()) if entry.writer is not None}

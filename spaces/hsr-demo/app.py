@@ -31,7 +31,8 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from hsr_diffusers import HSRDiffusionPipeline, HSRPipeline
-from hsr_diffusers.data import save_cube
+from hsr_diffusers.data import PhotoError, read_photo, save_cube
+from hsr_diffusers.data.io import SAVE_SUFFIXES, cube_file_paths
 from hsr_diffusers.spectral import srgb_to_camera_rgb
 
 
@@ -59,7 +60,15 @@ DIFF_FULL_SCALE = 0.05
 IMAGE_HEIGHT = 360
 VIEW_HEIGHT = 280
 
-EXPORT_FORMATS = {".npy": "npy", ".h5": "h5", ".mat": "mat", "ENVI (.zip)": "envi"}
+
+def _export_label(format: str) -> str:
+    """The download choice of a format: its suffix, or `"ENVI (.zip)"` for a format whose cube is several files."""
+    several = len(cube_file_paths(f"cube{SAVE_SUFFIXES[format]}", format, wavelengths=False)) > 1
+    return f"{format.upper()} (.zip)" if several else SAVE_SUFFIXES[format]
+
+
+# Download choices (label -> format name), one per format that `hsr_diffusers.data.save_cube` writes.
+EXPORT_FORMATS = {_export_label(format): format for format in SAVE_SUFFIXES}
 EXPORT_ROOT = Path(tempfile.gettempdir()) / "hsr-demo-exports"
 EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -144,37 +153,26 @@ def srgb_to_camera_matrix(response, wavelengths) -> np.ndarray:
     return (camera[1:] - camera[0]) / step
 
 
-def unreadable_image_error(name: str, error: Exception) -> gr.Error:
-    """The message for a file that PIL cannot open: too many pixels to open safely, or not an image at all."""
-    if isinstance(error, PIL.Image.DecompressionBombError):
-        return gr.Error(
-            f"'{name}' has too many pixels to open ({error}). Resize it to at most {MAX_UPLOAD_MEGAPIXELS:g} MP."
-        )
-    return gr.Error(
-        f"Could not read '{name}' as an image: it is corrupt or not an image file. Upload a PNG, JPEG or WebP photo."
-    )
-
-
-# What PIL raises for files it cannot open or decode.
-UNREADABLE_ERRORS = (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError)
-
-
-def _read_image(image, max_megapixels: float, downscale: bool) -> tuple[PIL.Image.Image | np.ndarray, str, str]:
-    """Opens and size-checks the input. Returns the image, a name for downloads and a note for the summary."""
+def _read_image(image, max_megapixels: float, downscale: bool) -> tuple[np.ndarray, str, str]:
+    """
+    Reads and size-checks the input: a file or PIL image through `hsr_diffusers.data.read_photo` (orientation, 16 bits,
+    the error messages), an array as it is. Returns the `(H, W, 3)` array, a name for downloads and a note for the
+    summary.
+    """
     name, note = "image", ""
-    if isinstance(image, (str, Path)):
-        path = Path(image)
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem)[:60] or "image"
-        try:
-            image = PIL.Image.open(path)
-        except UNREADABLE_ERRORS as error:
-            raise unreadable_image_error(path.name, error) from error
-    elif isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim in (2, 3):
-        image = PIL.Image.fromarray(image)
-    elif image is None:
+    if image is None:
         raise gr.Error("No image: upload a photo or pick an example first.")
-
-    width, height = image.size if isinstance(image, PIL.Image.Image) else image.shape[1::-1]
+    if isinstance(image, (str, Path, PIL.Image.Image)):
+        shown = "The image"
+        if not isinstance(image, PIL.Image.Image):
+            path = Path(image)
+            name = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem)[:60] or "image"
+            shown = f"'{path.name}'"
+        try:
+            image = read_photo(image, max_megapixels=MAX_UPLOAD_MEGAPIXELS)  # larger ones are refused undecoded
+        except PhotoError as error:
+            raise gr.Error(f"{shown}: {error}") from error
+    height, width = np.shape(image)[:2]
     megapixels = width * height / 1e6
     if megapixels > MAX_UPLOAD_MEGAPIXELS or (megapixels > max_megapixels and not downscale):
         limit = max_megapixels if megapixels <= MAX_UPLOAD_MEGAPIXELS else MAX_UPLOAD_MEGAPIXELS
@@ -182,22 +180,27 @@ def _read_image(image, max_megapixels: float, downscale: bool) -> tuple[PIL.Imag
             f"The image is {width}×{height} ({megapixels:.1f} MP); this demo accepts up to {limit:g} MP"
             f"{'' if limit == MAX_UPLOAD_MEGAPIXELS else ' without downscaling'}. Resize it and try again."
         )
-    if isinstance(image, PIL.Image.Image):
-        try:
-            image.load()
-            image = PIL.ImageOps.exif_transpose(image)
-        except UNREADABLE_ERRORS as error:
-            raise gr.Error(
-                f"Could not decode the image ({error}): the file is truncated or corrupt. Upload a PNG, JPEG or WebP photo."
-            ) from error
-        if megapixels > max_megapixels:
-            scale = (max_megapixels / megapixels) ** 0.5
-            size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
-            image = image.resize(size, PIL.Image.Resampling.LANCZOS)
-            note = f"Downscaled from {width}×{height} to {size[0]}×{size[1]} to fit {max_megapixels:g} MP. "
-    elif megapixels > max_megapixels:
-        raise gr.Error(f"The array is {width}×{height} ({megapixels:.1f} MP); pass at most {max_megapixels:g} MP.")
+    if megapixels > max_megapixels:
+        scale = (max_megapixels / megapixels) ** 0.5
+        size = (max(1, int(width * scale)), max(1, int(height * scale)))
+        image = _downscale(np.asarray(image), size)
+        note = f"Downscaled from {width}×{height} to {size[0]}×{size[1]} to fit {max_megapixels:g} MP. "
     return image, name, note
+
+
+def _downscale(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Lanczos downscaling to `size` (width, height) that keeps the dtype: 8-bit RGB directly, 16-bit and float
+    photos channel by channel in 32-bit float (Pillow has no 16-bit RGB mode)."""
+    if image.dtype == np.uint8 and image.ndim == 3 and image.shape[-1] == 3:
+        return np.asarray(PIL.Image.fromarray(image).resize(size, PIL.Image.Resampling.LANCZOS))
+    channels = [
+        np.asarray(PIL.Image.fromarray(image[..., c].astype(np.float32)).resize(size, PIL.Image.Resampling.LANCZOS))
+        for c in range(image.shape[-1])
+    ]
+    resized = np.stack(channels, axis=-1)
+    if image.dtype.kind == "u":
+        return np.clip(resized.round(), 0, np.iinfo(image.dtype).max).astype(image.dtype)
+    return np.clip(resized, 0.0, 1.0).astype(image.dtype)
 
 
 def _default_steps(pipe) -> int:
@@ -426,24 +429,26 @@ def spectrum_at(x, y, result: Reconstruction | None, points: list | None = None)
 def export_cube(result: Reconstruction, format: str, folder: str | Path) -> list[Path]:
     """
     Writes the cube with its wavelengths through `hsr_diffusers.data.save_cube`. `format` is a key or value of
-    `EXPORT_FORMATS`. `.npy` gives the cube and its `<name>.wavelengths.npy`; ENVI gives one zip of `.hdr` + `.img`.
+    `EXPORT_FORMATS`. Returns the files of the cube (`.npy` gives the cube and its `<name>.wavelengths.npy`), or one zip
+    of them for a format whose cube needs several files (ENVI: `.hdr` + `.img`).
     """
     format = EXPORT_FORMATS.get(format, format)
+    if format not in SAVE_SUFFIXES:
+        raise gr.Error(f"Unknown format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}.")
     folder = Path(folder)
-    base = folder / result.name
-    if format == "npy":
-        path = save_cube(base.with_suffix(".npy"), result.cube, result.wavelengths, format="npy")
-        return [path, folder / f"{result.name}.wavelengths.npy"]
-    if format in ("h5", "mat"):
-        return [save_cube(base.with_suffix(f".{format}"), result.cube, result.wavelengths, format=format)]
-    if format == "envi":
-        header = save_cube(folder / "envi" / f"{result.name}.hdr", result.cube, result.wavelengths, format="envi")
-        archive = base.with_name(f"{result.name}_envi.zip")
-        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
-            for path in (header, header.with_suffix(".img")):
-                bundle.write(path, arcname=path.name)
-        return [archive]
-    raise gr.Error(f"Unknown format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}.")
+    if not _export_label(format).endswith("(.zip)"):
+        path = save_cube(
+            folder / f"{result.name}{SAVE_SUFFIXES[format]}", result.cube, result.wavelengths, format=format
+        )
+        return cube_file_paths(path, format)
+    path = save_cube(
+        folder / format / f"{result.name}{SAVE_SUFFIXES[format]}", result.cube, result.wavelengths, format=format
+    )
+    archive = folder / f"{result.name}_{format}.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        for file in cube_file_paths(path, format):
+            bundle.write(file, arcname=file.name)
+    return [archive]
 
 
 def _new_export_dir() -> Path:

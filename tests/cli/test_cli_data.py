@@ -68,7 +68,7 @@ def test_prepare_reports_split_coverage_and_guards_the_output(tmp_path, src, cap
 def test_info_on_a_cube_a_dataset_and_a_bad_file(tmp_path, src, capsys):
     assert main(["data", "info", str(src / "scene_1.h5")]) == 0
     output = capsys.readouterr().out
-    assert "format:      hdf5" in output and "12 x 10 x 31" in output and "400 ... 700 nm" in output
+    assert "format:      h5 (HDF5 .h5)" in output and "12 x 10 x 31" in output and "400 ... 700 nm" in output
 
     main(["data", "prepare", "--format", "folder", str(src), str(tmp_path / "out")])
     capsys.readouterr()

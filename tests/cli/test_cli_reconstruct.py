@@ -1,15 +1,15 @@
 """`hsr reconstruct` and the `examples/` folder, run in-process with the bundled models on a crop of an example photo,
 and with tiny pipelines saved to a temporary folder for the details; one two-process `accelerate launch` run."""
 
+import _thread
 import os
 import runpy
 import signal
 import socket
-import struct
 import subprocess
 import sys
+import threading
 import time
-import zlib
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -23,10 +23,10 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from hsr_diffusers import HSRDiffusionPipeline, HSRPipeline, HSRPixelGANGenerator, HSRPixelGANPipeline, srgb_preview
 from hsr_diffusers.cli import main
 from hsr_diffusers.cli import reconstruct as reconstruct_module
-from hsr_diffusers.cli.reconstruct import read_image
 from hsr_diffusers.data import load_cube, load_cube_with_wavelengths
 from hsr_diffusers.data.io import SAVE_SUFFIXES, cube_file_paths
 from hsr_diffusers.spectral import srgb_to_camera_rgb
+from tests.data.test_photos import write_png16
 from tests.testing_utils import slow, smooth_cube, tiny_ddpm_unet
 
 
@@ -72,20 +72,6 @@ def linearise(srgb8: np.ndarray) -> np.ndarray:
     # The pipeline scales uint8 in float32 before the conversion. The tiny random model amplifies rounding
     # differences, so the test follows the same precision.
     return srgb_to_camera_rgb(srgb8.astype(np.float32) / 255.0, "cie1964_ntire2020")
-
-
-def write_png16(path: Path, array: np.ndarray) -> None:
-    """A 16-bit RGB/RGBA PNG written byte by byte (Pillow cannot write one)."""
-    height, width, channels = array.shape
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in array)
-    header = struct.pack(">IIBBBBB", width, height, 16, {3: 2, 4: 6}[channels], 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
-    )
 
 
 def test_the_cube_is_the_pipeline_output_for_the_photo_in_camera_rgb(ddpm, photo, tmp_path):
@@ -139,8 +125,8 @@ def test_bad_files_get_one_error_line_each_and_the_others_are_written(ddpm, tmp_
     captured = capsys.readouterr()
     lines = captured.err.splitlines()
     for name, reason in [
-        ("b_corrupt.png", "cannot read the image"),
-        ("c_gray.png", "grayscale"),
+        ("b_corrupt.png", "Cannot read the file as an image"),
+        ("c_gray.png", "The image is grayscale"),
         ("d_transparent.png", "transparent"),
         ("e_truncated.jpg", "truncated"),
         ("f_bitmap.bmp", "unsupported file type"),
@@ -181,15 +167,10 @@ def test_16_bit_png_and_tiff_keep_16_bits(ddpm, tmp_path, capsys):
     array = rng.integers(0, 65536, size=(24, 32, 3), dtype=np.uint16)
     write_png16(tmp_path / "deep.png", array)
     tifffile.imwrite(tmp_path / "deep.tif", array, photometric="rgb")
-    for name in ("deep.png", "deep.tif"):
-        loaded = read_image(tmp_path / name)
-        assert loaded.dtype == np.uint16
-        np.testing.assert_array_equal(loaded, array)
-    rgba = np.dstack([array, np.full((24, 32), 65535, np.uint16)])
-    write_png16(tmp_path / "deep_rgba.png", rgba)
-    np.testing.assert_array_equal(read_image(tmp_path / "deep_rgba.png"), rgba)
-
-    # Through the command, the model sees all 16 bits; a TIFF cube written next to a TIFF input never replaces it.
+    with pytest.warns(FutureWarning, match="read_photo"):
+        np.testing.assert_array_equal(reconstruct_module.read_image(tmp_path / "deep.png"), array)
+    # read_photo keeps all 16 bits (tests/data/test_photos.py); through the command the model sees them, and a TIFF
+    # cube written next to a TIFF input never replaces it.
     pipe = HSRDiffusionPipeline.from_pretrained(ddpm)
     pipe.set_progress_bar_config(disable=True)
     expected = pipe(array, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).cubes[0]
@@ -299,7 +280,7 @@ def test_accelerate_launch_shards_the_photos_over_two_processes(pixelgan, tmp_pa
         assert load_cube(out / f"photo_{index}.npy").shape == (24, 32, 31)
     assert not list(out.glob("photo_9*"))
     assert "3 image(s) reconstructed into" in result.stdout and "by 2 processes, 1 failed:" in result.stdout
-    assert "photo_9_corrupt.png: cannot read the image" in result.stdout  # the summary names the failure
+    assert "photo_9_corrupt.png: Cannot read the file as an image" in result.stdout  # the summary names the failure
     assert [line for line in result.stderr.splitlines() if "photo_9_corrupt.png" in line]  # reported when it failed
     processes = {line.split()[-2] for line in result.stdout.splitlines() if line.startswith(str(folder))}
     assert processes == {"0", "1"}, result.stdout  # both ranks had a share
@@ -430,3 +411,153 @@ def test_only_formats_written_whole_need_the_cube_in_memory(monkeypatch):
         check_memory(4_000, 4_000, 31, "mat", samples=1)  # ... but not in 2 GiB
     monkeypatch.setattr(reconstruct_module, "_available_memory", lambda: None)  # unknown: no check
     check_memory(20_000, 20_000, 31, "npz", samples=2)
+
+
+# ---------------------------------------------------------------------------------------------- crashes and resuming
+def run_in_subprocess(args: list) -> subprocess.Popen:
+    """`python -m hsr_diffusers.cli reconstruct ...` as a user runs it, in its own session (signals reach it alone)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "hsr_diffusers.cli", "reconstruct", *map(str, args)]
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+
+
+def wait_for(path: Path, process: subprocess.Popen | None = None, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process is not None and process.poll() is not None:
+            pytest.fail(
+                f"the run ended (status {process.returncode}) before {path} appeared:\n{process.stderr.read()}"
+            )
+        if time.monotonic() > deadline:
+            pytest.fail(f"{path} did not appear within {timeout} s")
+        time.sleep(0.05)
+
+
+def final_names(out: Path) -> list[str]:
+    return sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+
+
+@slow  # a subprocess: 5-10 s. Fast lane: the killed CubeWriter of tests/data/test_io.py, the Ctrl-C test below.
+def test_a_run_killed_while_writing_leaves_no_output_and_the_next_run_resumes(ddpm, tmp_path, capsys):
+    # What an out-of-memory kill does: SIGKILL, no chance to clean up.
+    PIL.Image.fromarray(photo_array(96, 128)).save(tmp_path / "big.png")
+    out = tmp_path / "out"
+    process = run_in_subprocess([tmp_path / "big.png", "-o", out, "--model", ddpm, "--steps", 200, "--format", "npy"])
+    try:
+        wait_for(out / ".big.partial" / ".big.partial.npy", process)  # the cube file is open and being filled
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        process.communicate()
+    assert process.returncode == -signal.SIGKILL
+    assert final_names(out) == []  # nothing under an output name, the cube least of all
+    assert [p.name for p in out.iterdir()] == [".big.partial"]
+
+    assert reconstruct(tmp_path / "big.png", "-o", out, "--model", ddpm, "--steps", 1, "--format", "npy") == 0
+    assert sorted(p.name for p in out.iterdir()) == final_names(out)  # the killed run's folder is gone
+    assert final_names(out) == [
+        "big.npy",
+        "big.wavelengths.npy",
+        "big_bands.png",
+        "big_preview.png",
+        "big_spectra.png",
+    ]
+    assert load_cube(out / "big.npy").any(axis=(1, 2)).all()  # every row written: no zero rows of a half-written file
+
+
+def test_skip_existing_resumes_a_folder_and_reports_what_it_skipped(ddpm, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for index, name in enumerate(("a.png", "b.png")):
+        PIL.Image.fromarray(photo_array(seed=index)).save(folder / name)
+    out = tmp_path / "out"
+    common = [folder, "-o", out, "--model", ddpm, "--steps", 2]
+    assert reconstruct(*common) == 0
+    finished = {p.name: p.read_bytes() for p in out.iterdir()}
+    # A run that was killed during b: b's outputs never reached OUT, its staging folder did.
+    for path in out.glob("b*"):
+        path.unlink()
+    (out / ".b.partial").mkdir()
+    (out / ".b.partial" / ".b.partial.h5").write_bytes(b"half a cube")
+    capsys.readouterr()
+
+    assert reconstruct(folder / "a.png", *common[1:]) == 1  # without the flag, a's outputs are in the way
+    assert "--skip-existing" in capsys.readouterr().err
+    assert reconstruct(*common, "--skip-existing") == 0
+    printed = capsys.readouterr().out
+    assert "1 image(s) reconstructed" in printed and "1 skipped" in printed
+    (a_line,) = [line for line in printed.splitlines() if "a.png" in line]
+    assert "skipped: outputs exist" in a_line
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name.startswith("a")} == {
+        name: data for name, data in finished.items() if name.startswith("a")
+    }
+    assert final_names(out) == sorted(finished) and not (out / ".b.partial").exists()
+    load_cube(out / "b.h5")
+
+    # Some outputs but not all is not "done": an error that names them, unless --overwrite redoes the image.
+    (out / "b_spectra.png").unlink()
+    assert reconstruct(*common, "--skip-existing") == 1
+    assert "b.h5" in capsys.readouterr().err
+    assert reconstruct(*common, "--skip-existing", "--overwrite") == 0
+    assert (out / "b_spectra.png").is_file()
+
+
+def test_overwrite_removes_outputs_the_new_run_does_not_write(ddpm, photo, tmp_path):
+    # photo_std.png is another input: its cube photo_std.h5 is what `photo.png --samples 2` called its spread.
+    PIL.Image.fromarray(photo_array(seed=1)).save(photo.parent / "photo_std.png")
+    out = tmp_path / "out"
+    assert reconstruct(photo, "-o", out, "--model", ddpm, "--steps", 2, "--samples", 2) == 0
+    assert (out / "photo_std.h5").is_file()
+    assert reconstruct(photo, "-o", out, "--model", ddpm, "--steps", 2, "--overwrite") == 0
+    assert final_names(out) == ["photo.h5", "photo_bands.png", "photo_preview.png", "photo_spectra.png"]
+
+    assert reconstruct(photo, "-o", out, "--model", ddpm, "--steps", 2, "--samples", 2, "--overwrite") == 0
+    both = [photo, photo.parent / "photo_std.png"]
+    assert reconstruct(*both, "-o", out, "--model", ddpm, "--steps", 2, "--overwrite") == 0
+    cube, spread_or_cube = load_cube(out / "photo.h5"), load_cube(out / "photo_std.h5")
+    assert spread_or_cube.mean() > 0.1 and cube.shape == spread_or_cube.shape  # now the second photo's cube, kept
+
+
+def test_ctrl_c_ends_with_a_summary_and_status_130(ddpm, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    PIL.Image.fromarray(photo_array()).save(folder / "a_small.png")
+    PIL.Image.fromarray(photo_array(192, 256)).save(folder / "b_big.png")  # seconds at 200 steps
+    out = tmp_path / "out"
+
+    def press_ctrl_c_during_b():
+        wait_for(out / ".b_big.partial" / ".b_big.partial.h5")
+        _thread.interrupt_main(signal.SIGINT)  # as the terminal delivers Ctrl-C: SIGINT to the main thread
+
+    presser = threading.Thread(target=press_ctrl_c_during_b, daemon=True)
+    presser.start()
+    assert reconstruct(folder, "-o", out, "--model", ddpm, "--steps", 200) == 130
+    presser.join()
+    captured = capsys.readouterr()
+    assert "Interrupted: 1 image(s) reconstructed" in captured.out and "--skip-existing" in captured.out
+    assert "a_small.png" in captured.out and "Traceback" not in captured.err
+    assert final_names(out) == ["a_small.h5", "a_small_bands.png", "a_small_preview.png", "a_small_spectra.png"]
+    assert not (out / ".b_big.partial").exists()  # the image in progress is discarded
+
+
+@slow
+def test_sigint_to_a_real_run_gives_a_summary_and_no_traceback(ddpm, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    PIL.Image.fromarray(photo_array()).save(folder / "a_small.png")
+    PIL.Image.fromarray(photo_array(192, 256)).save(folder / "b_big.png")  # seconds at 200 steps
+    out = tmp_path / "out"
+    process = run_in_subprocess([folder, "-o", out, "--model", ddpm, "--steps", 200])
+    try:
+        wait_for(out / ".b_big.partial" / ".b_big.partial.h5", process)
+        os.killpg(process.pid, signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Interrupted: 1 image(s) reconstructed" in stdout and "Traceback" not in stderr
+    assert final_names(out) == ["a_small.h5", "a_small_bands.png", "a_small_preview.png", "a_small_spectra.png"]
+    assert not (out / ".b_big.partial").exists()

@@ -2,6 +2,9 @@
 
 import io
 import json
+import subprocess
+import sys
+import warnings
 
 import h5py
 import numpy as np
@@ -11,7 +14,7 @@ import tifffile
 from PIL import Image
 
 from hsr_diffusers.data import CubeFormatError, detect_format, load_cube, load_cube_with_wavelengths, save_cube
-from hsr_diffusers.data.io import SAVE_SUFFIXES, CubeWriter, cube_file_paths
+from hsr_diffusers.data.io import CUBE_FORMATS, SAVE_SUFFIXES, CubeWriter, cube_file_paths, partial_path
 from tests.testing_utils import smooth_cube
 
 
@@ -57,7 +60,7 @@ def test_arad_mat_v5(tmp_path, cube):
     path = tmp_path / "ARAD_HS_0001.mat"
     scipy.io.savemat(path, {"cube": cube, "bands": WAVELENGTHS[None, :], "norm_factor": 3.5})
     loaded, wavelengths = load_cube_with_wavelengths(path)
-    assert detect_format(path) == "mat5"
+    assert detect_format(path) == "mat"
     assert loaded.dtype == np.float32 and loaded.shape == (5, 7, 31)
     np.testing.assert_array_equal(loaded, cube)  # norm_factor is not applied
     np.testing.assert_array_equal(wavelengths, WAVELENGTHS)
@@ -68,7 +71,7 @@ def test_arad_mat_v73_reversed_axes(tmp_path, cube):
     write_matlab_73(path, {"cube": cube, "bands": WAVELENGTHS[None, :], "norm_factor": np.array([[2.0]])})
     with h5py.File(path, "r") as file:
         assert file["cube"].shape == (31, 7, 5)  # what h5py sees: (bands, W, H)
-    assert detect_format(path) == "mat73"
+    assert detect_format(path) == "mat"
     loaded, wavelengths = load_cube_with_wavelengths(path)
     np.testing.assert_array_equal(loaded, cube)
     np.testing.assert_array_equal(wavelengths, WAVELENGTHS)
@@ -136,7 +139,7 @@ def test_format_comes_from_content_not_suffix(tmp_path, cube):
     (tmp_path / "really_v5.h5").write_bytes((tmp_path / "v5.mat").read_bytes())
     np.save(tmp_path / "n.npy", cube)
     (tmp_path / "really_npy.mat").write_bytes((tmp_path / "n.npy").read_bytes())
-    assert detect_format(tmp_path / "really_v5.h5") == "mat5"
+    assert detect_format(tmp_path / "really_v5.h5") == "mat"
     assert detect_format(tmp_path / "really_npy.mat") == "npy"
     np.testing.assert_array_equal(load_cube(tmp_path / "really_v5.h5"), cube)
     np.testing.assert_array_equal(load_cube(tmp_path / "really_npy.mat"), cube)
@@ -239,7 +242,7 @@ def test_save_tiff_band_last_contig(tmp_path, cube):
     np.testing.assert_array_equal(wavelengths, WAVELENGTHS)
 
 
-@pytest.mark.parametrize("name", ["x.npy", "x.npz", "x.h5", "x.mat", "x.hdr", "x.tif"])
+@pytest.mark.parametrize("name", [f"x{suffix}" for suffix in sorted(SAVE_SUFFIXES.values())])
 def test_writers_refuse_to_overwrite(tmp_path, cube, name):
     save_cube(tmp_path / name, cube, WAVELENGTHS)
     with pytest.raises(FileExistsError, match="overwrite=True"):
@@ -252,6 +255,10 @@ def test_writer_refuses_when_only_the_sidecar_exists(tmp_path, cube):
     (tmp_path / "x.img").write_bytes(b"someone else's data")
     with pytest.raises(FileExistsError, match="x.img"):
         save_cube(tmp_path / "x.hdr", cube, WAVELENGTHS)
+    # The wavelengths of another cube would be read as this one's: refused too, even when this cube has none.
+    np.save(tmp_path / "y.wavelengths.npy", WAVELENGTHS)
+    with pytest.raises(FileExistsError, match="y.wavelengths.npy"):
+        save_cube(tmp_path / "y.npy", cube)
 
 
 def test_writer_argument_errors(tmp_path, cube):
@@ -369,7 +376,7 @@ def test_large_mat_switches_to_v73(tmp_path, monkeypatch):
     monkeypatch.setattr(io_module, "MAT_V5_MAX_BYTES", 100)  # pretend the 2 GB limit is 100 bytes
     path = save_cube(tmp_path / "big.mat", np.ones((3, 4, 5), dtype=np.float32))
     assert path.read_bytes().startswith(b"MATLAB 7.3 MAT-file")
-    assert detect_format(path) == "mat73"
+    assert detect_format(path) == "mat"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -409,4 +416,155 @@ def test_cube_writer_checks_blocks_and_removes_its_files_on_error(tmp_path):
     with pytest.raises(ValueError, match="do not fit"):
         with CubeWriter(path, (4, 5, 31)) as writer:
             writer.write_rows(2, np.zeros((3, 5, 31)))  # rows 2-4 of a 4-row cube
-    assert not path.exists()
+    assert list(tmp_path.iterdir()) == []  # nothing under the final name, no temporary file either
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The format registry: every format it writes, read back by the tool people use for it
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def read_envi_with_spectral(path):
+    import spectral  # a test dependency: Spectral Python, as third-party tools read ENVI
+
+    image = spectral.open_image(str(path))
+    return np.asarray(image.load()), np.asarray(image.bands.centers)
+
+
+def read_mat_with_scipy_or_h5py(path):
+    if path.read_bytes().startswith(b"MATLAB 5.0"):
+        content = scipy.io.loadmat(path)
+        return content["cube"], content["bands"][0]
+    with h5py.File(path, "r") as file:  # MATLAB 7.3: column-major, so h5py sees (bands, W, H)
+        return file["cube"][()].T, file["bands"][()].T[0]
+
+
+def read_h5_with_h5py(path):
+    with h5py.File(path, "r") as file:
+        return file["cube"][()], file["wavelengths"][()]
+
+
+def read_tiff_with_tifffile(path):
+    with tifffile.TiffFile(path) as tif:
+        return tif.asarray(), json.loads(tif.pages[0].description)["wavelengths"]
+
+
+def read_npz_with_numpy(path):
+    with np.load(path) as content:
+        return content["cube"], content["wavelengths"]
+
+
+# One reader per format that `save_cube` writes: a new format must add the tool that reads it here.
+USUAL_TOOLS = {
+    "envi": read_envi_with_spectral,
+    "h5": read_h5_with_h5py,
+    "mat": read_mat_with_scipy_or_h5py,
+    "npy": lambda path: (np.load(path), np.load(cube_file_paths(path, "npy")[1])),
+    "npz": read_npz_with_numpy,
+    "tiff": read_tiff_with_tifffile,
+}
+
+
+def test_registry_names_agree_everywhere():
+    assert set(USUAL_TOOLS) == set(SAVE_SUFFIXES)
+    assert SAVE_SUFFIXES == {name: f.suffixes[0] for name, f in CUBE_FORMATS.items() if f.writer is not None}
+    assert set(CUBE_FORMATS) == set(SAVE_SUFFIXES) | {"cave"}  # CAVE folders are read, never written
+
+
+@pytest.mark.parametrize("format, version", [(name, None) for name in sorted(SAVE_SUFFIXES)] + [("mat", "7.3")])
+def test_registry_round_trip_through_the_usual_tool(tmp_path, cube, format, version):
+    path = save_cube(tmp_path / f"x{SAVE_SUFFIXES[format]}", cube, WAVELENGTHS, mat_version=version)
+    assert detect_format(path) == format
+    stored, wavelengths = USUAL_TOOLS[format](path)
+    np.testing.assert_array_equal(np.asarray(stored, dtype=np.float32), cube)
+    np.testing.assert_allclose(np.asarray(wavelengths, dtype=float).reshape(-1), WAVELENGTHS)
+    loaded, loaded_wavelengths = load_cube_with_wavelengths(path)
+    np.testing.assert_array_equal(loaded, cube)
+    np.testing.assert_array_equal(loaded_wavelengths, WAVELENGTHS)
+    assert sorted(tmp_path.iterdir()) == sorted(cube_file_paths(path, format))  # no temporary file left
+
+
+@pytest.mark.parametrize("format", sorted(set(SAVE_SUFFIXES) - {"envi"}))  # ENVI: the header is the content
+def test_every_written_format_is_detected_by_content_under_any_name(tmp_path, cube, format):
+    path = save_cube(tmp_path / f"x{SAVE_SUFFIXES[format]}", cube, format=format)
+    disguised = tmp_path / "cube.bin"
+    disguised.write_bytes(path.read_bytes())
+    assert detect_format(disguised) == format
+    np.testing.assert_array_equal(load_cube(disguised), cube)
+
+
+@pytest.mark.parametrize("format", sorted(SAVE_SUFFIXES))
+def test_every_written_format_truncated_gives_a_clear_error(tmp_path, format):
+    cube = smooth_cube(40, 30, 31, seed=3)  # large enough that half the file cuts into the cube
+    path = save_cube(tmp_path / f"x{SAVE_SUFFIXES[format]}", cube, WAVELENGTHS)
+    data_file = cube_file_paths(path, format)[1 if format == "envi" else 0]
+    data = data_file.read_bytes()
+    data_file.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CubeFormatError, match="truncated") as info:
+        load_cube(path)
+    assert str(data_file.name) in str(info.value)
+
+
+def test_old_format_names_still_work_with_a_warning(tmp_path, cube):
+    h5 = save_cube(tmp_path / "x.h5", cube)
+    v5 = save_cube(tmp_path / "x.mat", cube)
+    with pytest.warns(FutureWarning, match="'hdf5' is now called 'h5'"):
+        assert detect_format(h5) == "hdf5"
+    with pytest.warns(FutureWarning, match="'mat5' is now called 'mat'"):
+        assert detect_format(v5) == "mat5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert detect_format(v5) != "mat73" and detect_format(h5) != "npy"  # other names: no warning, not equal
+        assert {detect_format(h5): 1}["h5"] == 1
+    with pytest.warns(FutureWarning, match="'hdf5' is now called 'h5'"):
+        save_cube(tmp_path / "y.bin", cube, format="hdf5")
+    assert detect_format(tmp_path / "y.bin") == "h5"
+    with pytest.warns(FutureWarning, match="'mat73' is now called 'mat'"):
+        path = save_cube(tmp_path / "y.mat", cube, format="mat73")
+    assert path.read_bytes().startswith(b"MATLAB 7.3")  # the old name keeps its meaning: the v7.3 container
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Crashes: nothing half-written under a final name
+# ----------------------------------------------------------------------------------------------------------------------
+
+KILLED_WRITER = """
+import os, signal, sys
+import numpy as np
+from hsr_diffusers.data.io import CubeWriter
+writers = [CubeWriter(path, (40, 30, 31), np.arange(31) + 400.0) for path in sys.argv[1:]]
+for writer in writers:
+    writer.write_rows(0, np.ones((20, 30, 31)))  # half the rows
+os.kill(os.getpid(), signal.SIGKILL)  # what an out-of-memory kill sends
+"""
+
+
+def test_a_writer_killed_mid_cube_leaves_no_file_under_the_final_name(tmp_path):
+    paths = [tmp_path / f"x{suffix}" for suffix in sorted(set(SAVE_SUFFIXES.values()))]
+    result = subprocess.run([sys.executable, "-c", KILLED_WRITER, *map(str, paths)], capture_output=True)
+    assert result.returncode == -9, result.stderr.decode()
+    finals = {file for path in paths for file in cube_file_paths(path)}
+    left = set(tmp_path.iterdir())
+    assert not left & finals
+    assert all(file.name.startswith(".x.partial") for file in left)  # only hidden temporary names
+    # Writing again starts the temporary files from scratch and gives complete cubes.
+    cube = smooth_cube(40, 30, 31)
+    for path in paths:
+        save_cube(path, cube, WAVELENGTHS)
+        np.testing.assert_array_equal(load_cube(path), cube)
+    assert set(tmp_path.iterdir()) == finals
+
+
+def test_overwrite_replaces_only_a_complete_cube(tmp_path, cube):
+    path = save_cube(tmp_path / "x.npy", cube, WAVELENGTHS)
+    with pytest.raises(RuntimeError):
+        with CubeWriter(path, cube.shape, overwrite=True) as writer:
+            writer.write_rows(0, cube[:2] * 0.5)
+            assert partial_path(path).exists() and not (tmp_path / ".x.partial.wavelengths.npy").exists()
+            raise RuntimeError("the computation failed")
+    np.testing.assert_array_equal(load_cube_with_wavelengths(path)[1], WAVELENGTHS)  # the old cube, untouched
+    np.testing.assert_array_equal(load_cube(path), cube)
+    # A complete replacement without wavelengths removes the old cube's sidecar instead of pairing it with the new one.
+    save_cube(path, cube * 0.5, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
+    assert load_cube_with_wavelengths(path)[1] is None

@@ -105,7 +105,7 @@ def test_predict_downscales_or_refuses_large_images(app, pipelines):
     [
         ("gray", {}, "The image is grayscale"),
         ("rgba", {}, "RGBA with transparent pixels"),
-        ("corrupt", {}, "Could not read 'corrupt.png' as an image: it is corrupt or not an image file"),
+        ("corrupt", {}, "'corrupt.png': Cannot read the file as an image: it is corrupt or not an image file"),
         (None, {}, "No image: upload a photo"),
         ("photo", {"model_name": "no/such-model"}, "Unknown model 'no/such-model'"),
         ("photo", {"model_name": "missing/model"}, "missing/model could not be loaded"),
@@ -133,7 +133,7 @@ def test_truncated_file_gives_readable_error(app, pipelines, tmp_path):
 
 def test_decompression_bombs_are_refused_before_decoding(app, pipelines, image_files, monkeypatch):
     monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 100)  # the 32×24 photo now counts as a bomb
-    with pytest.raises(gr.Error, match="'photo.png' has too many pixels to open"):
+    with pytest.raises(gr.Error, match="'photo.png': The image has too many pixels to open"):
         app.predict(image_files["photo"], GAN, pipelines=pipelines)
 
 
@@ -204,7 +204,7 @@ def test_band_and_heat_map_images(app, ddpm_result):
     assert app.difference_image(result).shape == app.uncertainty_image(result).shape == (24, 32, 3)
 
 
-@pytest.mark.parametrize("format", [".npy", ".h5", ".mat", "ENVI (.zip)"])
+@pytest.mark.parametrize("format", [".npy", ".npz", ".h5", ".mat", ".tif", "ENVI (.zip)"])
 def test_export_cube_round_trips(app, ddpm_result, tmp_path, format):
     paths = app.export_cube(ddpm_result, format, tmp_path)
     assert all(path.is_file() for path in paths)
@@ -266,3 +266,22 @@ def test_space_card_front_matter(app):
     assert list(data.models) == list(app.MODELS)
     # The rest of requirements.txt is checked by test_requirements.py.
     assert f"gradio=={data.sdk_version}" in (SPACE_DIR / "requirements.txt").read_text().split()
+
+
+def test_export_formats_are_every_format_the_package_writes(app):
+    from hsr_diffusers.data.io import SAVE_SUFFIXES
+
+    assert sorted(app.EXPORT_FORMATS.values()) == sorted(SAVE_SUFFIXES)
+
+
+def test_photos_are_read_like_the_command_line_reads_them(app, pipelines, tmp_path):
+    # hsr_diffusers.data.read_photo: a portrait photo stored sideways with an EXIF orientation comes out upright, and a
+    # 16-bit photo is downscaled in 16 bits.
+    image = PIL.Image.fromarray(photo_array(24, 32))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    image.save(tmp_path / "sideways.jpg", exif=exif)
+    assert app.predict(tmp_path / "sideways.jpg", GAN, pipelines=pipelines).cube.shape == (32, 24, 31)
+    deep = (photo_array(40, 40).astype(np.uint16) * 257)[..., :3]
+    array, _, note = app._read_image(deep, max_megapixels=0.0004, downscale=True)
+    assert array.dtype == np.uint16 and array.shape == (20, 20, 3) and "Downscaled" in note

@@ -103,7 +103,7 @@ def test_pixelgan_and_a_new_session_start_empty(served_demo, image_files):
     [
         ("gray", "The image is grayscale"),
         ("rgba", "RGBA with transparent pixels"),
-        ("corrupt", "Could not read 'corrupt.png' as an image: it is corrupt or not an image file"),
+        ("corrupt", "'corrupt.png': Cannot read the file as an image: it is corrupt or not an image file"),
     ],
 )
 def test_bad_uploads_give_readable_errors(served_demo, image_files, name, message):
