@@ -20,8 +20,9 @@ _EXPORTS = {
     "RootPolynomialRegression": "hsr_diffusers.models",
     "HSRDiffusionPipeline": "hsr_diffusers.pipelines",
     "HSRPipeline": "hsr_diffusers.pipelines",
+    "HSRFeedForwardPipeline": "hsr_diffusers.pipelines",
     "HSRPipelineOutput": "hsr_diffusers.pipelines",
-    "HSRPixelGANPipeline": "hsr_diffusers.pipelines",
+    "HSRPixelGANPipeline": "hsr_diffusers.pipelines",  # old name of HSRFeedForwardPipeline: a FutureWarning
     "list_pretrained": "hsr_diffusers.pipelines",
     "WAVELENGTHS": "hsr_diffusers.spectral",
     "list_responses": "hsr_diffusers.spectral",
@@ -34,7 +35,8 @@ _EXPORTS = {
     "save_cube": "hsr_diffusers.data.io",
 }
 
-__all__ = sorted(_EXPORTS)
+# Old names still import (with a FutureWarning) but stay out of `import *`.
+__all__ = sorted(set(_EXPORTS) - {"HSRPixelGANPipeline"})
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -8,7 +8,7 @@ import PIL.Image
 import pytest
 import torch
 
-from hsr_diffusers import HSRDiffusionPipeline, HSRPipeline, HSRPixelGANPipeline, list_pretrained, metrics
+from hsr_diffusers import HSRDiffusionPipeline, HSRFeedForwardPipeline, HSRPipeline, list_pretrained, metrics
 from hsr_diffusers.pipelines.auto_pipeline import resolve_pretrained
 from hsr_diffusers.spectral import render_rgb, srgb_to_camera_rgb
 
@@ -16,7 +16,7 @@ from ..testing_utils import CAVE_DIR, requires_cave, slow, smooth_cube
 
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-BUNDLED = {"hsr-diffusers/ddpm-cave": HSRDiffusionPipeline, "hsr-diffusers/pixelgan-cave": HSRPixelGANPipeline}
+BUNDLED = {"hsr-diffusers/ddpm-cave": HSRDiffusionPipeline, "hsr-diffusers/pixelgan-cave": HSRFeedForwardPipeline}
 
 
 def test_bundled_models_are_listed_and_small():
@@ -42,7 +42,7 @@ def photo_crop() -> np.ndarray:
 @pytest.mark.parametrize("name", list_pretrained())
 def test_every_bundled_model_loads_offline_and_reconstructs(name, photo_crop):
     pipe = HSRPipeline.from_pretrained(name)
-    assert isinstance(pipe, BUNDLED.get(name, (HSRDiffusionPipeline, HSRPixelGANPipeline)))
+    assert isinstance(pipe, BUNDLED.get(name, (HSRDiffusionPipeline, HSRFeedForwardPipeline)))
     pipe.set_progress_bar_config(disable=True)
     diffusion = isinstance(pipe, HSRDiffusionPipeline)
 
