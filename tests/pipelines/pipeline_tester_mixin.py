@@ -165,6 +165,35 @@ class HSRPipelineTesterMixin:
         seam_rows = error[[15, 16, 23, 24], :].mean()
         assert seam_rows <= 3 * error.mean() + 1e-3
 
+    def test_callback_on_tile_end_hands_over_every_row_once(self):
+        # The rows handed over, in order, make up exactly the returned cubes; returning None for them keeps nothing.
+        pipe = self.get_pipeline()
+        image = self.rgb8(40, 36, seed=3)
+
+        def inputs():  # a fresh generator for every call
+            return {**self.get_dummy_inputs(), "image": image, "tile_size": 16, "tile_overlap": 4}
+
+        calls, blocks = [], []
+
+        def collect(pipeline, tiles_done, callback_kwargs):
+            assert pipeline is pipe
+            calls.append((tiles_done, callback_kwargs["num_tiles"]))
+            blocks.append((callback_kwargs["top"], callback_kwargs["cubes"]))
+
+        expected = pipe(**inputs()).cubes
+        pipe(**inputs(), callback_on_tile_end=collect)
+        tiles = pipe.image_processor.num_tiles(40, 36, 16, 4)
+        assert calls[-1] == (tiles, tiles) and [done for done, _ in calls] == sorted({done for done, _ in calls})
+        tops = [top for top, _ in blocks]
+        assert tops[0] == 0 and all(top + len(rows[0]) == after for (top, rows), after in zip(blocks, tops[1:] + [40]))
+        np.testing.assert_array_equal(np.concatenate([rows for _, rows in blocks], axis=1), expected)
+
+        def drop(pipeline, tiles_done, callback_kwargs):
+            return {"cubes": None, "uncertainty": None}
+
+        output = pipe(**inputs(), callback_on_tile_end=drop)
+        assert output.cubes is None and output.uncertainty is None
+
     def test_dtype_move(self):
         pipe = self.get_pipeline()
         pipe.to(torch.float64)
