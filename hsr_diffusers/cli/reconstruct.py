@@ -475,11 +475,11 @@ def reconstruct_image(
     progress: dict | None = None,
 ) -> np.ndarray:
     """
-    Runs `pipe` on the RGB `[1, 3, H, W]` in [0, 1] and writes the cube (and with several samples its uncertainty) to
-    `paths["cube"]` (`paths["std"]`) row block by row block, as the pipeline's `callback_on_tile_end` hands over the rows
-    that no later tile changes, then the preview, band and spectra plots. The cube is exactly `pipe(rgb,
-    tile_size=tile_size, tile_overlap=tile_overlap, input_space=..., **sampling)`: the pipeline tiles, and keeps none of
-    the cube in memory, since the callback takes every block.
+    Runs `pipe` on the RGB `[1, 3, H, W]` in [0, 1] and writes the cube (and with several samples its uncertainty)
+    to `paths["cube"]` (`paths["std"]`) row block by row block, as the pipeline's `callback_on_tile_end` hands over
+    the rows that no later tile changes, then the preview, band and spectra plots. The cube is exactly `pipe(rgb,
+    tile_size=tile_size, tile_overlap=tile_overlap, input_space=..., **sampling)`: the pipeline tiles, and keeps none
+    of the cube in memory, since the callback takes every block.
 
     Args:
         srgb (`bool`): the RGB is a photo's sRGB, which the pipeline converts to its linear camera RGB.
