@@ -22,7 +22,6 @@ _EXPORTS = {
     "HSRPipeline": "hsr_diffusers.pipelines",
     "HSRFeedForwardPipeline": "hsr_diffusers.pipelines",
     "HSRPipelineOutput": "hsr_diffusers.pipelines",
-    "HSRPixelGANPipeline": "hsr_diffusers.pipelines",  # old name of HSRFeedForwardPipeline: a FutureWarning
     "list_pretrained": "hsr_diffusers.pipelines",
     "WAVELENGTHS": "hsr_diffusers.spectral",
     "list_responses": "hsr_diffusers.spectral",
@@ -35,8 +34,14 @@ _EXPORTS = {
     "save_cube": "hsr_diffusers.data.io",
 }
 
-# Old names still import (with a FutureWarning) but stay out of `import *`.
-__all__ = sorted(set(_EXPORTS) - {"HSRPixelGANPipeline"})
+__all__ = sorted(_EXPORTS)
+
+_lazy_getattr, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+def __getattr__(name: str):
+    if name == "HSRPixelGANPipeline":  # the old name of HSRFeedForwardPipeline: a FutureWarning at every import
+        from hsr_diffusers.pipelines.hsr_pixelgan.pipeline_hsr_pixelgan import deprecated_name
+
+        return deprecated_name(__name__, name)
+    return _lazy_getattr(name)
