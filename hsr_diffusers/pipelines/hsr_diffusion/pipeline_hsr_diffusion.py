@@ -237,6 +237,19 @@ class HSRDiffusionPipeline(DiffusionPipeline):
             return processor.project_and_clip(cube, rgb[..., :height, :width])
         return cube.clamp(0.0, 1.0)
 
+    def _mean_and_spread(
+        self, rows: torch.Tensor, num_samples: int, uncertainty_scale: torch.Tensor | None
+    ) -> dict[str, torch.Tensor | None]:
+        """`cubes`, the mean over samples, and `uncertainty`, their standard deviation times `uncertainty_scale`
+        (`None` for one sample), each `[N, bands, r, W]`, of rows `[N * S, bands, r, W]`."""
+        rows = rows.view(len(rows) // num_samples, num_samples, *rows.shape[1:])  # [N, S, bands, r, W]
+        spread = None
+        if num_samples > 1:  # (a group that finishes no rows has no spread to compute)
+            spread = rows.std(dim=1) if rows.numel() else rows[:, 0]
+        if spread is not None and uncertainty_scale is not None:
+            spread = spread * uncertainty_scale  # the calibration fitted on training scenes
+        return {"cubes": rows.mean(dim=1), "uncertainty": spread}
+
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
@@ -366,13 +379,7 @@ class HSRDiffusionPipeline(DiffusionPipeline):
                 top, rows = tiler.blend(group, sampled)  # [N * S, bands, r, W]
 
                 # 5. Mean and spread over samples, of the finished rows
-                rows = rows.view(batch, num_samples, self.num_bands, *rows.shape[-2:])
-                spread = None
-                if num_samples > 1:  # (a group that finishes no rows has no spread to compute)
-                    spread = rows.std(dim=1) if rows.numel() else rows[:, 0]
-                if spread is not None and uncertainty_scale is not None:
-                    spread = spread * uncertainty_scale  # the calibration fitted on training scenes
-                rows = {"cubes": rows.mean(dim=1), "uncertainty": spread}
+                rows = self._mean_and_spread(rows, num_samples, uncertainty_scale)
                 if output_type == "np":
                     rows = {k: None if v is None else v.permute(0, 2, 3, 1).numpy() for k, v in rows.items()}
                 tiles_done += len(group.tiles)
