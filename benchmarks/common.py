@@ -58,16 +58,21 @@ def write_result(name: str, title: str, body: str) -> Path:
     return path
 
 
-def photo_rgb(height: int, width: int, name: str = "coffee.png") -> np.ndarray:
-    """A bundled example photo resized to `height` x `width` and converted to the models' linear camera RGB, as `hsr
-    reconstruct` does: speed benchmarks then see photo colours (the projection's work depends on them)."""
+def photo_srgb(height: int, width: int, name: str = "coffee.png") -> np.ndarray:
+    """A bundled example photo resized to `height` x `width`: its sRGB as `uint8` `(H, W, 3)`."""
     from PIL import Image
 
-    from hsr_diffusers.spectral import srgb_to_camera_rgb
-
     photo = Image.open(Path(__file__).resolve().parents[1] / "examples" / name).convert("RGB")
-    photo = photo.resize((width, height), Image.Resampling.BICUBIC)
-    return srgb_to_camera_rgb(np.asarray(photo, dtype=np.float32) / 255.0)
+    return np.asarray(photo.resize((width, height), Image.Resampling.BICUBIC))
+
+
+def photo_rgb(pipe, height: int, width: int, name: str = "coffee.png") -> np.ndarray:
+    """[`photo_srgb`] converted to `pipe`'s linear camera RGB, float32 `(H, W, 3)`, by the pipeline's own
+    preprocessing (its response and bands), as `hsr reconstruct` and `pipe(PIL.Image.open(photo))` convert it: speed
+    benchmarks then see photo colours (the projection's work depends on them), and the conversion stays out of the
+    timed call."""
+    rgb = pipe.image_processor.preprocess(photo_srgb(height, width, name), input_space="srgb")  # [1, 3, H, W]
+    return rgb[0].permute(1, 2, 0).numpy()
 
 
 def fixed_crops(data, split: str, size: int, per_scene: int) -> list[tuple[str, np.ndarray]]:

@@ -59,10 +59,9 @@ def choose(rows: list[dict], tolerance: float) -> dict:
 def main(args):
     crops = fixed_crops(args.data, args.split, args.crop_size, args.crops_per_scene)
     side = int(round(args.timing_megapixels**0.5 * 1000))
-    timing_image = photo_rgb(side, side)
     rows = []
     for model in args.model:
-        rows += score_model(args, model, crops, timing_image)
+        rows += score_model(args, model, crops, side)
 
     chosen = choose(rows, args.tolerance)
     header = ["model", "steps", "tile:overlap", "RMSE", "SAM (rad)", "s / MP", "chosen"]
@@ -91,10 +90,12 @@ def main(args):
     return chosen
 
 
-def score_model(args, model: str, crops: list, timing_image: np.ndarray) -> list[dict]:
-    """RMSE, SAM and measured seconds per megapixel of every (steps, tile) pair of one model."""
+def score_model(args, model: str, crops: list, side: int) -> list[dict]:
+    """RMSE, SAM and measured seconds per megapixel (on the photo at `side` x `side`) of every (steps, tile) pair of
+    one model."""
     pipe = HSRPipeline.from_pretrained(model, dtype=getattr(torch, args.dtype))
     pipe.set_progress_bar_config(disable=True)
+    timing_image = photo_rgb(pipe, side, side)
     rows = []
     for spec in args.tiles:
         tile_size, tile_overlap = (int(v) for v in spec.split(":"))

@@ -15,7 +15,7 @@ import time
 import torch
 from common import markdown_table, write_result
 
-from hsr_diffusers import HSRDiffusionPipeline, HSRPipeline
+from hsr_diffusers import HSRPipeline
 
 
 def parse_args(argv=None):
@@ -34,7 +34,7 @@ def forward_fn(pipe, batch: int, size: int):
     generator = torch.Generator().manual_seed(0)
     channels = pipe.unet.config.in_channels
     sample = torch.rand(batch, channels, size, size, generator=generator) * 2 - 1
-    if isinstance(pipe, HSRDiffusionPipeline):
+    if pipe.is_sampler:  # the denoiser takes a timestep
         timestep = torch.full((batch,), 500)
         return sample, lambda model, x: model(x, timestep).sample
     return sample, lambda model, x: model(x).sample

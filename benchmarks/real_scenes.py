@@ -30,15 +30,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import markdown_table, photo_rgb, write_result
+from common import markdown_table, photo_srgb, write_result
 
-from hsr_diffusers import HSRDiffusionPipeline, HSRPipeline, HSRPixelGANPipeline, MSTPlusPlus
+from hsr_diffusers import HSRFeedForwardPipeline, HSRPipeline, MSTPlusPlus
 from hsr_diffusers.data import load_cube
 from hsr_diffusers.spectral import render_rgb, rgb_gamut_mask
 
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENES = ("feathers", "glass_tiles")
+PHOTO = "photo (coffee.png)"
 
 
 def parse_args(argv=None):
@@ -58,9 +59,9 @@ def parse_args(argv=None):
 
 def load_inputs(data_dir: Path) -> dict[str, np.ndarray]:
     """`{name: uint8 (H, W, 3) NTIRE-clean render}` for the scenes (the 8-bit input the consistency figures compare
-    with), plus the photo at the first scene's size as float camera RGB."""
+    with), plus the photo at the first scene's size as its uint8 sRGB (`PHOTO`, which each pipeline converts)."""
     inputs = {scene: render_rgb(load_cube(data_dir / f"{scene}_ms")) for scene in SCENES}
-    inputs["photo (coffee.png)"] = photo_rgb(*inputs[SCENES[0]].shape[:2])
+    inputs[PHOTO] = photo_srgb(*inputs[SCENES[0]].shape[:2])
     return inputs
 
 
@@ -71,7 +72,7 @@ def build_pipelines(args) -> dict:
     else:
         config = json.loads((ROOT / "train_scripts" / "configs" / "pixelgan_mst_plus_plus.json").read_text())
         torch.manual_seed(0)
-        pipelines["MST++ (random weights)"] = HSRPixelGANPipeline(unet=MSTPlusPlus(**config["unet"]).eval())
+        pipelines["MST++ (random weights)"] = HSRFeedForwardPipeline(unet=MSTPlusPlus(**config["unet"]).eval())
     pipelines["PixelGAN"] = HSRPipeline.from_pretrained(args.pixelgan)
     pipelines["PixelGAN, no projection"] = pipelines["PixelGAN"]
     pipelines["DDPM"] = HSRPipeline.from_pretrained(args.ddpm)
@@ -81,7 +82,7 @@ def build_pipelines(args) -> dict:
 
 
 def run(pipe, rgb, **kwargs):
-    if isinstance(pipe, HSRDiffusionPipeline):
+    if pipe.is_sampler:
         kwargs["generator"] = torch.Generator().manual_seed(0)
     return pipe(rgb, output_type="pt", **kwargs).cubes
 
@@ -113,7 +114,8 @@ def main(args):
                 start = time.perf_counter()
                 # MST++ as the field runs it; the bundled models at their defaults (projection on).
                 projection = not (name.startswith("MST++") or name.endswith("no projection"))
-                outputs[name, input_name] = run(pipe, rgb, rgb_consistency=projection)
+                space = "srgb" if input_name == PHOTO else "linear"  # the pipeline converts the photo itself
+                outputs[name, input_name] = run(pipe, rgb, rgb_consistency=projection, input_space=space)
                 elapsed = time.perf_counter() - start
                 seconds[name, input_name] = min(elapsed, seconds.get((name, input_name), float("inf")))
                 print(f"{name} on {input_name}: {elapsed:.2f} s", flush=True)

@@ -5,8 +5,8 @@
 Every (pipeline, size) pair runs in a fresh subprocess, so that its peak resident memory (ru_maxrss) is its own. MST++
 and AWAN are this package's re-implementations at their published sizes; speed does not depend on their weights, so they
 run with random weights unless `--mst` / `--awan` name trained folders. Ratios to MST++ are computed within this run, on
-this machine. The input is a bundled example photo resized to each size and converted to camera RGB, as `hsr
-reconstruct` does. Every pipeline runs as shipped: its own default steps and tiling (`default_num_inference_steps`,
+this machine. The input is a bundled example photo resized to each size and converted to each model's camera RGB, as
+`hsr reconstruct` does. Every pipeline runs as shipped: its own default steps and tiling (`default_num_inference_steps`,
 `default_tile_size`); a pipeline without a tile size of its own is tiled at `--tile_size` (overlap 32) when the image
 is larger than one tile, so that memory stays bounded.
 """
@@ -51,14 +51,14 @@ def parse_args(argv=None):
 def build(name: str, path: str | None, dtype: str = "float32"):
     import torch
 
-    from hsr_diffusers import AWAN, HSRPipeline, HSRPixelGANPipeline, MSTPlusPlus
+    from hsr_diffusers import AWAN, HSRFeedForwardPipeline, HSRPipeline, MSTPlusPlus
 
     if path:
         return HSRPipeline.from_pretrained(path, dtype=getattr(torch, dtype))
     torch.manual_seed(0)
     if name == "MST++":
-        return HSRPixelGANPipeline(unet=MSTPlusPlus())
-    return HSRPixelGANPipeline(unet=AWAN(num_channels=96), default_tile_size=256)  # as train_pixelgan.py ships it
+        return HSRFeedForwardPipeline(unet=MSTPlusPlus())
+    return HSRFeedForwardPipeline(unet=AWAN(num_channels=96), default_tile_size=256)  # as train_pixelgan.py ships it
 
 
 def worker(spec: dict) -> dict:
@@ -70,7 +70,7 @@ def worker(spec: dict) -> dict:
     pipe.set_progress_bar_config(disable=True)
     side = int(round((spec["megapixels"] * 1e6) ** 0.5))
     height, width = side, int(round(spec["megapixels"] * 1e6 / side))
-    rgb = photo_rgb(height, width)
+    rgb = photo_rgb(pipe, height, width)
     kwargs, tile = {}, pipe.config.get("default_tile_size")
     if not tile and height * width > spec["tile_size"] ** 2:
         tile = spec["tile_size"]

@@ -9,12 +9,10 @@ Runs offline on CPU. `hsr reconstruct` does the same for many files, with every 
 import argparse
 from pathlib import Path
 
-import numpy as np
 import PIL.Image
 import torch
 
-from hsr_diffusers import HSRDiffusionPipeline, HSRPipeline
-from hsr_diffusers.spectral import srgb_to_camera_rgb
+from hsr_diffusers import HSRPipeline
 
 
 HERE = Path(__file__).resolve().parent
@@ -28,24 +26,20 @@ args = parser.parse_args()
 # 1. Load a pipeline: a bundled short name loads offline from the package.
 pipe = HSRPipeline.from_pretrained(args.model)
 
-# 2. Photos are sRGB-encoded; the models take linear RGB in [0, 1] in the camera space they were trained for.
-photo = np.asarray(PIL.Image.open(args.image).convert("RGB"))  # (H, W, 3) uint8
-rgb = srgb_to_camera_rgb(photo / 255.0, pipe.config.response, pipe.config.wavelengths)
-
-# 3. Reconstruct. Only the diffusion pipeline takes sampling arguments.
-if isinstance(pipe, HSRDiffusionPipeline):
-    output = pipe(rgb, num_inference_steps=20, generator=torch.Generator().manual_seed(0))
-else:
-    output = pipe(rgb)
+# 2. Reconstruct. A PIL image is taken as an sRGB photo and converted to the model's camera RGB by the pipeline;
+#    only a pipeline that samples (the diffusion model) takes sampling arguments.
+photo = PIL.Image.open(args.image)
+sampling = {"num_inference_steps": 20, "generator": torch.Generator().manual_seed(0)} if pipe.is_sampler else {}
+output = pipe(photo, **sampling)
 cube = output.cubes[0]  # (H, W, 31) reflectance in [0, 1]
 print(f"cube: shape {cube.shape}, {pipe.config.wavelengths[0]}-{pipe.config.wavelengths[-1]} nm")
 
-# 4. The spectrum of the centre pixel.
+# 3. The spectrum of the centre pixel.
 height, width, _ = cube.shape
 print(f"centre pixel ({height // 2}, {width // 2}):")
 for wavelength, value in zip(pipe.config.wavelengths, cube[height // 2, width // 2]):
     print(f"  {wavelength:5.0f} nm  {value:.3f}")
 
-# 5. An sRGB preview of the cube, rendered under D65.
+# 4. An sRGB preview of the cube, rendered under D65.
 PIL.Image.fromarray(pipe.image_processor.cube_to_rgb(cube[None])[0]).save(args.preview)
 print(f"preview saved to {args.preview}")

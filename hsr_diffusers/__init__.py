@@ -21,8 +21,8 @@ _EXPORTS = {
     "fit_root_polynomial": "hsr_diffusers.models",
     "HSRDiffusionPipeline": "hsr_diffusers.pipelines",
     "HSRPipeline": "hsr_diffusers.pipelines",
+    "HSRFeedForwardPipeline": "hsr_diffusers.pipelines",
     "HSRPipelineOutput": "hsr_diffusers.pipelines",
-    "HSRPixelGANPipeline": "hsr_diffusers.pipelines",
     "list_pretrained": "hsr_diffusers.pipelines",
     "WAVELENGTHS": "hsr_diffusers.spectral",
     "list_responses": "hsr_diffusers.spectral",
@@ -39,5 +39,12 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
+_lazy_getattr, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+def __getattr__(name: str):
+    if name == "HSRPixelGANPipeline":  # the old name of HSRFeedForwardPipeline: a FutureWarning at every import
+        from hsr_diffusers.pipelines.hsr_pixelgan.pipeline_hsr_pixelgan import deprecated_name
+
+        return deprecated_name(__name__, name)
+    return _lazy_getattr(name)

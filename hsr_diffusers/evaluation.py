@@ -436,18 +436,13 @@ def _describe(pipe: DiffusionPipeline, source: str) -> dict:
     }
 
 
-def _is_diffusion(pipe: DiffusionPipeline) -> bool:
-    # A sampler has a scheduler; the feed-forward pipeline accepts (and ignores) the sampling arguments too.
-    return "scheduler" in pipe.components
-
-
 def _run_with(pipe: DiffusionPipeline, steps: int | None, tile_size: int | None, tile_overlap: int | None) -> str:
     """The sampling steps and tiling a pipeline runs with, read from its config as its `__call__` reads it."""
     config = pipe.config
     if tile_size is None:
         tile_size, tile_overlap = config.get("default_tile_size"), config.get("default_tile_overlap")
     text = f"tiles {tile_size}/{tile_overlap}" if tile_size else "whole image"
-    if _is_diffusion(pipe):
+    if pipe.is_sampler:
         steps = steps or config.get("default_num_inference_steps")
         text = f"{steps or 'default'} steps, {text}"
     return text
@@ -586,7 +581,7 @@ def evaluate(
             rgb = rgbs[key]  # [H, W, 3] in [0, 1]
 
             kwargs = {"rgb_consistency": rgb_consistency, "tile_size": tile_size, "tile_overlap": tile_overlap}
-            if _is_diffusion(pipe):
+            if pipe.is_sampler:
                 kwargs.update(
                     num_inference_steps=num_inference_steps,
                     num_samples=num_samples,

@@ -7,10 +7,17 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
-from hsr_diffusers.spectral import bounded_rgb_projection, project_tensor, rendering_matrix, srgb_preview
+from hsr_diffusers.spectral import (
+    bounded_rgb_projection,
+    project_tensor,
+    rendering_matrix,
+    srgb_preview,
+    srgb_to_camera_rgb,
+)
 
 
 PipelineImageInput = PIL.Image.Image | np.ndarray | torch.Tensor | list
+INPUT_SPACES = ("srgb", "linear")
 
 
 class HSRImageProcessor:
@@ -27,6 +34,7 @@ class HSRImageProcessor:
 
     def __init__(self, wavelengths: list[float], response: str | list):
         self.wavelengths = list(wavelengths)
+        self.response = response
         matrix = rendering_matrix(response, self.wavelengths)
         # [bands, 3] rendering and its [3, bands] least-norm inverse, kept in float32 for the torch projection.
         self.rendering = torch.as_tensor(matrix, dtype=torch.float32)
@@ -66,20 +74,31 @@ class HSRImageProcessor:
             scaled = scaled[..., :3]
         return torch.from_numpy(np.ascontiguousarray(scaled)).permute(2, 0, 1)
 
-    def preprocess(self, image: PipelineImageInput) -> torch.Tensor:
+    def preprocess(self, image: PipelineImageInput, input_space: str | None = "linear") -> torch.Tensor:
         r"""
-        Checks and converts RGB input to a float32 `[N, 3, H, W]` tensor in [0, 1].
+        Checks RGB input and converts it to the model's input, a float32 `[N, 3, H, W]` tensor of linear camera RGB in
+        [0, 1].
 
         Accepts a PIL image, a numpy `(H, W, 3)` array (`uint8`, `uint16` or float in [0, 1]), a torch `(3, H, W)` or
         `(N, 3, H, W)` tensor in [0, 1], or a list of these of one size. RGBA is accepted only when fully opaque.
         Raises `ValueError` naming the problem for grayscale, RGBA with transparency, NaN/Inf, out-of-range floats, empty
         images and mixed sizes.
+
+        Args:
+            image (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them): the RGB.
+            input_space (`str`, *optional*, defaults to `"linear"`):
+                `"linear"`: the values are linear camera RGB already; `"srgb"`: they are a photo's sRGB, converted with
+                [`~hsr_diffusers.spectral.srgb_to_camera_rgb`] for this processor's `response`; `None`: `"srgb"` for
+                PIL images (photos) and `"linear"` for arrays and tensors, what the pipelines do.
         """
+        if input_space is not None and input_space not in INPUT_SPACES:
+            raise ValueError(f"input_space must be 'srgb', 'linear' or None, got {input_space!r}.")
         images = image if isinstance(image, list) else [image]
         if len(images) == 0:
             raise ValueError("No image given: the list is empty.")
-        tensors = []
+        tensors, photos = [], []  # photos: the indices of `tensors` that hold sRGB
         for index, item in enumerate(images):
+            first = len(tensors)
             if isinstance(item, PIL.Image.Image):
                 if item.mode in ("L", "LA", "1", "I", "I;16", "F"):
                     raise ValueError(f"Image {index} is grayscale (PIL mode {item.mode}); an RGB image is needed.")
@@ -108,9 +127,15 @@ class HSRImageProcessor:
                 tensors.extend(tensor.cpu())
             else:
                 raise ValueError(f"Image {index} has unsupported type {type(item).__name__}.")
+            # A PIL image is a photo file's pixels; arrays and tensors keep the linear meaning they always had.
+            if (input_space or ("srgb" if isinstance(item, PIL.Image.Image) else "linear")) == "srgb":
+                photos.extend(range(first, len(tensors)))
         sizes = {tuple(t.shape[-2:]) for t in tensors}
         if len(sizes) > 1:
             raise ValueError(f"All images in a batch must have one size, got {sorted(sizes)}.")
+        for index in photos:
+            camera = srgb_to_camera_rgb(tensors[index].permute(1, 2, 0).numpy(), self.response, self.wavelengths)
+            tensors[index] = torch.from_numpy(camera).permute(2, 0, 1)
         return torch.stack(tensors)  # [N, 3, H, W]
 
     # ---------------------------------------------------------------- scaling and geometry

@@ -295,6 +295,29 @@ def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
     return np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
 
 
+def srgb_to_camera_matrix(
+    response: str | np.ndarray | list = DEFAULT_RESPONSE, wavelengths: list[float] | tuple[float, ...] | None = None
+) -> np.ndarray:
+    r"""
+    The `(3, 3)` matrix `M` that maps linear sRGB to linear camera RGB under `response` (`camera = linear_srgb @ M`),
+    fitted by least squares on the 24 ColorChecker reflectances (colour-science's "ColorChecker N Ohta"): their camera
+    RGB under `response` (white-balanced for an equal-energy light, as in NTIRE) against their sRGB under D65 (what a
+    white-balanced photo records). [`srgb_to_camera_rgb`] applies it; its inverse maps camera RGB back to a photo's
+    colours.
+
+    Returns:
+        `np.ndarray`: float64 `(3, 3)`.
+    """
+    import colour
+
+    wavelengths = list(WAVELENGTHS if wavelengths is None else wavelengths)
+    checker = colour.SDS_COLOURCHECKERS["ColorChecker N Ohta"]
+    spectra = np.stack([np.interp(wavelengths, sd.wavelengths, sd.values) for sd in checker.values()])  # [24, bands]
+    camera = spectra @ rendering_matrix(response, wavelengths)  # [24, 3]
+    reference = srgb_to_linear(srgb_preview(spectra[None], wavelengths)[0] / 255.0)  # [24, 3]
+    return np.linalg.lstsq(reference, camera, rcond=None)[0]
+
+
 def srgb_to_camera_rgb(
     srgb: np.ndarray,
     response: str | np.ndarray | list = DEFAULT_RESPONSE,
@@ -304,23 +327,14 @@ def srgb_to_camera_rgb(
     Converts a photo's sRGB values (gamma-encoded, in [0, 1], channel-last) to linear RGB in the camera space of
     `response`, the input the models were trained on.
 
-    The sRGB transfer function is removed, then a `(3, 3)` matrix maps linear sRGB to camera RGB. The matrix is fitted by
-    least squares on the 24 ColorChecker reflectances (colour-science's "ColorChecker N Ohta"): their camera RGB under
-    `response` (white-balanced for an equal-energy light, as in NTIRE) against their sRGB under D65 (what a
-    white-balanced photo records). Without it, saturated photo colours land outside the colours any spectrum can produce
-    in the camera space (off by up to 0.31 on the checker for the default response; 0.015 with it).
+    The sRGB transfer function is removed, then the `(3, 3)` matrix of [`srgb_to_camera_matrix`] maps linear sRGB to
+    camera RGB. Without it, saturated photo colours land outside the colours any spectrum can produce in the camera
+    space (off by up to 0.31 on the checker for the default response; 0.015 with it).
 
     Returns:
         `np.ndarray`: float32 camera RGB clipped to [0, 1], same shape as `srgb`.
     """
-    import colour
-
-    wavelengths = list(WAVELENGTHS if wavelengths is None else wavelengths)
-    checker = colour.SDS_COLOURCHECKERS["ColorChecker N Ohta"]
-    spectra = np.stack([np.interp(wavelengths, sd.wavelengths, sd.values) for sd in checker.values()])  # [24, bands]
-    camera = spectra @ rendering_matrix(response, wavelengths)  # [24, 3]
-    reference = srgb_to_linear(srgb_preview(spectra[None], wavelengths)[0] / 255.0)  # [24, 3]
-    matrix = np.linalg.lstsq(reference, camera, rcond=None)[0]
+    matrix = srgb_to_camera_matrix(response, wavelengths)
     return np.clip(srgb_to_linear(srgb) @ matrix, 0.0, 1.0).astype(np.float32)
 
 

@@ -20,8 +20,8 @@ from PIL import Image
 
 from hsr_diffusers import (
     HSRDiffusionPipeline,
+    HSRFeedForwardPipeline,
     HSRPixelGANGenerator,
-    HSRPixelGANPipeline,
     RootPolynomialRegression,
     metrics,
 )
@@ -39,14 +39,14 @@ def tiny_ddpm() -> HSRDiffusionPipeline:
     return HSRDiffusionPipeline(unet=tiny_ddpm_unet(), scheduler=DDPMScheduler(num_train_timesteps=1000))
 
 
-def tiny_gan() -> HSRPixelGANPipeline:
+def tiny_gan() -> HSRFeedForwardPipeline:
     torch.manual_seed(0)
-    return HSRPixelGANPipeline(unet=HSRPixelGANGenerator(in_channels=3, out_channels=31, num_downs=3, ngf=4))
+    return HSRFeedForwardPipeline(unet=HSRPixelGANGenerator(in_channels=3, out_channels=31, num_downs=3, ngf=4))
 
 
-def root_poly() -> HSRPixelGANPipeline:
+def root_poly() -> HSRFeedForwardPipeline:
     cube = smooth_cube(16, 16, seed=7)
-    return HSRPixelGANPipeline(unet=RootPolynomialRegression(degree=2).fit(render_rgb(cube) / 255.0, cube))
+    return HSRFeedForwardPipeline(unet=RootPolynomialRegression(degree=2).fit(render_rgb(cube) / 255.0, cube))
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +186,7 @@ def test_nan_predictions_are_reported_not_dropped(dataset, tmp_path):
     broken = RootPolynomialRegression(degree=2)
     with torch.no_grad():
         broken.weight.fill_(float("nan"))
-    result = evaluate({"ok": root_poly(), "broken": HSRPixelGANPipeline(unet=broken)}, dataset)
+    result = evaluate({"ok": root_poly(), "broken": HSRFeedForwardPipeline(unet=broken)}, dataset)
     rows = [row for row in result.rows if row["method"] == "broken"]
     assert all(math.isnan(row["mrae"]) and row["nonfinite_values"] == 24 * 20 * 31 for row in rows)
     assert math.isnan(result.means()["broken"]["rmse"]) and not math.isnan(result.means()["ok"]["rmse"])
@@ -251,7 +251,7 @@ def test_bad_arguments(dataset):
         evaluate({"rp": root_poly()}, dataset, split="test")
     with pytest.raises(ValueError, match="No pipeline"):
         evaluate({}, dataset)
-    wrong_bands = HSRPixelGANPipeline(
+    wrong_bands = HSRFeedForwardPipeline(
         unet=RootPolynomialRegression(degree=1, out_channels=16), wavelengths=list(range(400, 701, 20))
     )
     with pytest.raises(ValueError, match="predicts bands at"):

@@ -11,7 +11,8 @@ receives:
 
     NAME.h5              the (H, W, bands) reflectance cube and its wavelengths in nm (--format picks
                          .h5, .npy + .wavelengths.npy, .npz, .mat, ENVI .hdr + .img or a band-last .tif)
-    NAME_std.h5          per-pixel standard deviation over the samples (only with --samples > 1)
+    NAME_std.h5          the pipeline's per-pixel uncertainty: the standard deviation over the samples, times
+                         the model's calibration when it has one (only with --samples > 1)
     NAME_preview.png     the cube rendered to sRGB under D65
     NAME_bands.png       every band in its own colour, labelled with its wavelength
     NAME_spectra.png     mean spectra of the whole image and of a few spectrally similar regions
@@ -19,16 +20,16 @@ receives:
 
 The default format, h5, is one self-describing file (`cube`, and `wavelengths` with units) that Python, MATLAB
 (`h5read`) and most HDF5 tools read. Photos are sRGB-encoded; the models take linear RGB in their camera space, so the
-sRGB curve is removed and a ColorChecker-fitted 3x3 matrix maps the colours (`hsr_diffusers.spectral.srgb_to_camera_rgb`),
-unless `--input-space linear` says the file already holds linear camera values.
+pipeline removes the sRGB curve and maps the colours with a ColorChecker-fitted 3x3 matrix
+(`hsr_diffusers.spectral.srgb_to_camera_rgb`), unless `--input-space linear` says the file already holds linear camera
+values.
 
 Images are processed in overlapping tiles (the model's own tile size, or --tile-size, or tiles of about
 --max-megapixels for a model without one), with a progress bar of tiles per image, and the finished rows of the cube
-are written to the file as the tiles come: memory holds the photo and a strip of tiles, not the cube. Only .mat below
-2 GB (MATLAB 5.0) and .npz hold the whole cube in memory before writing. The cube is the one the Python pipeline
-gives for the same seed (`HSRPipeline.from_pretrained(model)(rgb, generator=torch.Generator().manual_seed(seed))`),
-for the bundled models and any deterministic sampler (DDIM); a scheduler that adds noise at every step draws that
-noise per tile group here.
+are written to the file as the pipeline hands them over (its `callback_on_tile_end`): memory holds the photo and a
+strip of tiles, not the cube. Only .mat below 2 GB (MATLAB 5.0) and .npz hold the whole cube in memory before writing.
+The cube is the one the Python pipeline gives for the same file and seed, bit for bit
+(`HSRPipeline.from_pretrained(model)(PIL.Image.open(file), generator=torch.Generator().manual_seed(seed))`).
 
 Many photos, many processes: under `accelerate launch` (`-m hsr_diffusers.cli reconstruct ...`, one process per GPU,
 or CPU processes with ACCELERATE_USE_CPU=true) every process takes its own share of the images, each image is written
@@ -68,9 +69,6 @@ DEFAULT_MODEL = "hsr-diffusers/ddpm-cave"
 DEFAULT_OUTPUT = "hsr_outputs"
 # Overlap between tiles for models that do not set their own `default_tile_overlap`, wide enough to hide seams.
 TILE_OVERLAP = 32
-# Tiles are stacked into one pipeline call up to this many pixels (those of one 256x256 tile), as the diffusion
-# pipeline does with its own tiles: a call on one small tile is dominated by per-layer overhead.
-TILE_BATCH_PIXELS = 256 * 256
 # The output column of an image that `--skip-existing` skipped.
 SKIPPED = "skipped: outputs exist"
 
@@ -448,44 +446,7 @@ def plot_spectra(
     figure.savefig(path, dpi=100)
 
 
-# ---------------------------------------------------------------- tiles to files
-class RowBlender:
-    """
-    Blends overlapping tiles into the rows of an image, as the pipelines blend their tiles (weighted sum, then divided
-    by the summed weights), and hands back each run of rows once no tile still to come covers it: only the strip of
-    rows under the current tiles is ever held.
-
-    Args:
-        width (`int`): image width.
-        samples (`int`): samples per pixel (tiles are `(samples, h, w, bands)`).
-        bands (`int`): bands per pixel.
-    """
-
-    def __init__(self, width: int, samples: int, bands: int):
-        self.top = 0  # image row of the first row held
-        self.sums = np.zeros((samples, 0, width, bands), dtype=np.float32)  # (S, rows held, W, bands)
-        self.weights = np.zeros((0, width), dtype=np.float32)  # (rows held, W)
-
-    def add(self, top: int, left: int, tile: np.ndarray, weight: np.ndarray) -> None:
-        """Adds `tile` `(samples, h, w, bands)` at (`top`, `left`) with blending weights `weight` `(h, w)`."""
-        height, tile_width = weight.shape
-        missing = top + height - self.top - self.weights.shape[0]
-        if missing > 0:
-            samples, _, width, bands = self.sums.shape
-            self.sums = np.concatenate([self.sums, np.zeros((samples, missing, width, bands), np.float32)], axis=1)
-            self.weights = np.concatenate([self.weights, np.zeros((missing, width), np.float32)])
-        rows = slice(top - self.top, top - self.top + height)
-        self.sums[:, rows, left : left + tile_width] += tile * weight[:, :, None]
-        self.weights[rows, left : left + tile_width] += weight
-
-    def pop(self, until: int) -> tuple[int, np.ndarray]:
-        """The finished rows from the first one held to `until` (excluded): `(top, (samples, rows, W, bands))`."""
-        count, top = until - self.top, self.top
-        block = self.sums[:, :count] / self.weights[:count, :, None]
-        self.sums, self.weights, self.top = self.sums[:, count:], self.weights[count:], until
-        return top, block
-
-
+# ---------------------------------------------------------------- pipeline to files
 def reconstruct_image(
     pipe,
     rgb,
@@ -499,17 +460,16 @@ def reconstruct_image(
     progress: dict | None = None,
 ) -> np.ndarray:
     """
-    Runs `pipe` on the RGB `[1, 3, H, W]` in [0, 1] tile group by tile group and writes the cube (and with several
-    samples its spread) to `paths["cube"]` (`paths["std"]`) row block by row block, then the preview, band and spectra
-    plots. The cube equals `pipe(rgb, tile_size=tile_size, tile_overlap=tile_overlap, **sampling)`: the tiles are
-    those of the pipeline, blended the same way, and a diffusion model gets the same initial noise at every pixel
-    (`position_noise`, seeded as the pipeline seeds it). Only the noise that stochastic schedulers add at each step
-    (not DDIM's) is drawn per tile group, so it differs from the whole-image call.
+    Runs `pipe` on the RGB `[1, 3, H, W]` in [0, 1] and writes the cube (and with several samples its uncertainty)
+    to `paths["cube"]` (`paths["std"]`) row block by row block, as the pipeline's `callback_on_tile_end` hands over
+    the rows that no later tile changes, then the preview, band and spectra plots. The cube is exactly `pipe(rgb,
+    tile_size=tile_size, tile_overlap=tile_overlap, input_space=..., **sampling)`: the pipeline tiles, and keeps none
+    of the cube in memory, since the callback takes every block.
 
     Args:
-        srgb (`bool`): convert photo sRGB to the model's linear camera RGB, tile by tile.
-        sampling (`dict`, *optional*): for a diffusion model, `num_inference_steps`, `num_samples` and `seed`.
-        progress (`dict`, *optional*): tqdm options of the per-image progress bar.
+        srgb (`bool`): the RGB is a photo's sRGB, which the pipeline converts to its linear camera RGB.
+        sampling (`dict`, *optional*): for a pipeline that samples, `num_inference_steps`, `num_samples` and `seed`.
+        progress (`dict`, *optional*): tqdm options of the per-image progress bar of tiles.
 
     Returns:
         `np.ndarray`: the `(H, W, 3)` uint8 sRGB preview.
@@ -518,84 +478,58 @@ def reconstruct_image(
     from tqdm.auto import tqdm
 
     from hsr_diffusers.data.io import CubeWriter
-    from hsr_diffusers.pipelines.hsr_diffusion.pipeline_hsr_diffusion import position_noise
-    from hsr_diffusers.spectral import srgb_to_camera_rgb
 
     wavelengths = list(pipe.config.wavelengths)
     bands, (height, width) = len(wavelengths), rgb.shape[-2:]
     samples = sampling["num_samples"] if sampling else 1
-    processor, multiple = pipe.image_processor, pipe.downsample_factor
-    tiles = list(processor.tiles(height, width, tile_size, tile_overlap))
-    tile_h, tile_w = tiles[0][2], tiles[0][3]  # every tile has the same size
-    padded_h, padded_w = tile_h + (-tile_h % multiple), tile_w + (-tile_w % multiple)
-    group = max(1, TILE_BATCH_PIXELS // (padded_h * padded_w * samples))
-    # One call per tile group, run by the pipeline as a single tile: a tile size that covers the tile, no overlap.
-    whole = -(-max(tile_h, tile_w, 8) // multiple) * multiple
+    processor = pipe.image_processor
+    kwargs = {}
     if sampling:
-        # The pipeline draws one seed per image from the generator, then noise as a function of pixel position.
-        image_seed = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(sampling["seed"])))
+        kwargs = {
+            "num_inference_steps": sampling["num_inference_steps"],
+            "num_samples": samples,
+            "generator": torch.Generator().manual_seed(sampling["seed"]),
+        }
 
     # Subsampled cube (every `step`-th row and column, about 65k pixels) for the band and spectra plots.
     step = max(1, int(np.ceil((height * width / 65536) ** 0.5)))
     small, small_std = [], []
     total, total_std = np.zeros(bands), np.zeros(bands)
     preview = np.empty((height, width, 3), dtype=np.uint8)
-    blender = RowBlender(width, samples, bands)
     std_writer = None
     cube_writer = CubeWriter(paths["cube"], (height, width, bands), wavelengths, format, overwrite)
     try:
         if samples > 1:
             std_writer = CubeWriter(paths["std"], (height, width, bands), wavelengths, format, overwrite)
 
-        def write(top: int, block: np.ndarray) -> None:  # block: (S, rows, W, bands)
-            cube = block.mean(axis=0) if samples > 1 else block[0]
-            cube_writer.write_rows(top, cube)
-            preview[top : top + len(cube)] = processor.cube_to_rgb(cube[None])[0]
-            total[:] += cube.sum(axis=(0, 1), dtype=np.float64)
-            kept = (np.arange(top, top + len(cube)) % step) == 0
-            small.append(cube[kept, ::step])
-            if std_writer is not None:
-                std = block.std(axis=0, ddof=1)
-                std_writer.write_rows(top, std)
-                total_std[:] += std.sum(axis=(0, 1), dtype=np.float64)
-                small_std.append(std[kept, ::step])
+        with tqdm(
+            total=processor.num_tiles(height, width, tile_size, tile_overlap), unit="tile", **(progress or {})
+        ) as bar:
 
-        with tqdm(total=len(tiles), unit="tile", **(progress or {})) as bar:
-            for index, first in enumerate(range(0, len(tiles), group)):
-                chunk = tiles[first : first + group]
-                tile_rgb = torch.cat([rgb[..., t : t + tile_h, s : s + tile_w] for t, s, *_ in chunk])  # [K, 3, h, w]
-                if srgb:
-                    camera = srgb_to_camera_rgb(
-                        tile_rgb.permute(0, 2, 3, 1).numpy(), pipe.config.response, wavelengths
-                    )
-                    tile_rgb = torch.from_numpy(camera).permute(0, 3, 1, 2)
-                if sampling:
-                    noise = [
-                        position_noise(image_seed, sample, t, s, padded_h, padded_w, bands)
-                        for t, s, *_ in chunk
-                        for sample in range(samples)
-                    ]  # tile-major, then sample
-                    # The scheduler's own noise (stochastic samplers): the pipeline's generator for the first group,
-                    # a different one for each later group.
-                    seed = sampling["seed"] if index == 0 else sampling["seed"] * 1_000_003 + index
-                    output = pipe(
-                        tile_rgb.repeat_interleave(samples, dim=0),
-                        num_inference_steps=sampling["num_inference_steps"],
-                        latents=torch.stack(noise),
-                        generator=torch.Generator().manual_seed(seed % 2**63),
-                        tile_size=whole,
-                        tile_overlap=0,
-                    )
-                else:
-                    output = pipe(tile_rgb, tile_size=whole, tile_overlap=0)
-                cubes = output.cubes.reshape(len(chunk), samples, tile_h, tile_w, bands)
-                for (top, left, _, _, weight), tile in zip(chunk, cubes):
-                    blender.add(top, left, tile, weight[0, 0].numpy())
-                # Rows above the next tile are final.
-                final = tiles[first + group][0] if first + group < len(tiles) else height
-                if final > blender.top:
-                    write(*blender.pop(final))
-                bar.update(len(chunk))
+            def write(pipe, tiles_done: int, rows: dict) -> dict:  # rows: (1, r, W, bands) from `rows["top"]` on
+                bar.update(tiles_done - bar.n)
+                top, cube = rows["top"], rows["cubes"][0]
+                if len(cube):
+                    cube_writer.write_rows(top, cube)
+                    preview[top : top + len(cube)] = processor.cube_to_rgb(cube[None])[0]
+                    total[:] += cube.sum(axis=(0, 1), dtype=np.float64)
+                    kept = (np.arange(top, top + len(cube)) % step) == 0
+                    small.append(cube[kept, ::step])
+                    if std_writer is not None:
+                        std = rows["uncertainty"][0]
+                        std_writer.write_rows(top, std)
+                        total_std[:] += std.sum(axis=(0, 1), dtype=np.float64)
+                        small_std.append(std[kept, ::step])
+                return {"cubes": None, "uncertainty": None}  # written: the pipeline need not keep them
+
+            pipe(
+                rgb,
+                tile_size=tile_size,
+                tile_overlap=tile_overlap,
+                input_space="srgb" if srgb else "linear",
+                callback_on_tile_end=write,
+                **kwargs,
+            )
         cube_writer.close()
         if std_writer is not None:
             std_writer.close()
@@ -629,7 +563,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     from accelerate import PartialState
     from accelerate.utils import gather_object, parse_flag_from_env
 
-    from hsr_diffusers.pipelines import HSRDiffusionPipeline, HSRPipeline, list_pretrained
+    from hsr_diffusers.pipelines import HSRPipeline, list_pretrained
 
     # Under `accelerate launch`, one process per GPU (or per CPU rank, with ACCELERATE_USE_CPU=true, which `Accelerator`
     # reads but `PartialState` leaves to its caller); otherwise a single process.
@@ -657,8 +591,8 @@ def run_reconstruct(args: argparse.Namespace) -> int:
             return 2
         pipe.to(state.device)
         pipe.set_progress_bar_config(disable=True)  # one bar of tiles per image instead
-        is_diffusion = isinstance(pipe, HSRDiffusionPipeline)
-        if not is_diffusion:
+        is_sampler = pipe.is_sampler
+        if not is_sampler:
             ignored = [
                 flag
                 for flag, value in (("--steps", args.steps), ("--samples", args.samples), ("--seed", args.seed))
@@ -669,9 +603,9 @@ def run_reconstruct(args: argparse.Namespace) -> int:
                     f"hsr reconstruct: {', '.join(ignored)} ignored: {args.model} is not a diffusion model.",
                     file=sys.stderr,
                 )
-        samples = (args.samples or 1) if is_diffusion else 1
+        samples = (args.samples or 1) if is_sampler else 1
         sampling = None
-        if is_diffusion:
+        if is_sampler:
             seed = 0 if args.seed is None else args.seed
             sampling = {"num_inference_steps": args.steps, "num_samples": samples, "seed": seed}
         tile_overlap = getattr(pipe.config, "default_tile_overlap", TILE_OVERLAP)

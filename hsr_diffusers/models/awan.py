@@ -139,7 +139,7 @@ class AWAN(ModelMixin, ConfigMixin):
     lot of memory: run large images in tiles. Any height and width work ([`~AWAN.downsample_factor`] is 1), but the
     reflection padding of the 5x5 convolutions needs at least 3x3 pixels.
 
-    AWAN runs through [`HSRPixelGANPipeline`], the pipeline for any feed-forward generator (`train_pixelgan.py
+    AWAN runs through [`HSRFeedForwardPipeline`], the pipeline for any feed-forward generator (`train_pixelgan.py
     --model_config awan` trains it); it meets the generator contract written in that pipeline's class docstring.
 
     Parameters:

@@ -176,7 +176,7 @@ class MSTPlusPlus(ModelMixin, ConfigMixin):
     the embedded input to the output. Height and width must be multiples of 8: the authors' code reflect-pads to 8,
     so padding to [`~MSTPlusPlus.downsample_factor`] reproduces it.
 
-    MST++ runs through [`HSRPixelGANPipeline`], the pipeline for any feed-forward generator (`train_pixelgan.py
+    MST++ runs through [`HSRFeedForwardPipeline`], the pipeline for any feed-forward generator (`train_pixelgan.py
     --model_config mst_plus_plus` trains it); it meets the generator contract written in that pipeline's class
     docstring.
 

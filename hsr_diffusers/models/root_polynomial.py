@@ -57,10 +57,10 @@ class RootPolynomialRegression(ModelMixin, ConfigMixin):
     Root-polynomial regression (Finlayson et al., 2015) from linear RGB to reflectance, fitted in closed form with
     [`~RootPolynomialRegression.fit`] and saved like any other model (the matrix is the parameter `weight`).
 
-    It runs through [`HSRPixelGANPipeline`], the pipeline for any feed-forward generator: saved as that pipeline's
+    It runs through [`HSRFeedForwardPipeline`], the pipeline for any feed-forward generator: saved as that pipeline's
     `unet`, it is the whole regression floor (`train_scripts/train_regression.py`); passed as its `estimator` (or the
     diffusion pipeline's), it gives the estimate that a network refines. It meets the generator contract written in
-    [`HSRPixelGANPipeline`]'s class docstring: `forward` takes RGB in `[-1, 1]` and returns the cube in `[-1, 1]`,
+    [`HSRFeedForwardPipeline`]'s class docstring: `forward` takes RGB in `[-1, 1]` and returns the cube in `[-1, 1]`,
     and [`~RootPolynomialRegression.downsample_factor`] is 1. Internally the RGB is mapped back to `[0, 1]` and
     clamped at 0 before the roots, and the estimate `features @ weight` (reflectance) is mapped to `* 2 - 1`. Only the
     first 3 input channels are used.

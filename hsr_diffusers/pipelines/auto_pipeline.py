@@ -6,13 +6,16 @@ from pathlib import Path
 from diffusers import DiffusionPipeline
 
 from hsr_diffusers.pipelines.hsr_diffusion.pipeline_hsr_diffusion import HSRDiffusionPipeline
-from hsr_diffusers.pipelines.hsr_pixelgan.pipeline_hsr_pixelgan import HSRPixelGANPipeline
+from hsr_diffusers.pipelines.hsr_feedforward.pipeline_hsr_feedforward import HSRFeedForwardPipeline
 
 
+# `_class_name` in `model_index.json` -> pipeline class. `HSRPixelGANPipeline` is the old name of the feed-forward
+# pipeline, which checkpoints saved before the rename (the bundled `pixelgan-cave` among them) carry.
 HSR_PIPELINES = OrderedDict(
     [
         ("HSRDiffusionPipeline", HSRDiffusionPipeline),
-        ("HSRPixelGANPipeline", HSRPixelGANPipeline),
+        ("HSRFeedForwardPipeline", HSRFeedForwardPipeline),
+        ("HSRPixelGANPipeline", HSRFeedForwardPipeline),
     ]
 )
 
@@ -94,7 +97,7 @@ def check_model_source(name_or_path: str | os.PathLike, cache_dir: str | os.Path
 class HSRPipeline:
     r"""
     The one entry point: [`HSRPipeline.from_pretrained`] reads `_class_name` from `model_index.json` and returns the
-    matching pipeline ([`HSRDiffusionPipeline`] or [`HSRPixelGANPipeline`]).
+    matching pipeline ([`HSRDiffusionPipeline`] or [`HSRFeedForwardPipeline`]).
 
     `DiffusionPipeline.from_pretrained` cannot do this itself, because it looks `_class_name` up in the diffusers
     package only. This class is not instantiable.
@@ -118,7 +121,7 @@ class HSRPipeline:
                 from safetensors only.
 
         Returns:
-            [`HSRDiffusionPipeline`] or [`HSRPixelGANPipeline`].
+            [`HSRDiffusionPipeline`] or [`HSRFeedForwardPipeline`].
 
         Raises:
             `FileNotFoundError`: a path that is not a folder, or a Hub id that is not cached while `HF_HUB_OFFLINE` is

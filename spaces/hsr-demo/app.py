@@ -9,9 +9,11 @@ The file keeps three things apart:
   this file and launch the Blocks themselves.
 
 Photos are sRGB-encoded and white-balanced, while the models take linear RGB in the camera space of their training
-response (`pipe.config.response`). `predict` therefore removes the sRGB transfer function and maps linear sRGB to the
-camera space with a 3x3 matrix fitted on the 24 ColorChecker reflectances, unless the input is marked as already
-linear camera RGB (an NTIRE "clean" PNG, for instance).
+response (`pipe.config.response`). The pipeline converts them (`input_space="srgb"`: the sRGB transfer function is
+removed and a 3x3 matrix fitted on the 24 ColorChecker reflectances maps linear sRGB to the camera space), unless the
+input is marked as already linear camera RGB (an NTIRE "clean" PNG, for instance). An unconverted photo is what turns
+the red coffee saucer of `examples/coffee.png` crimson in the preview (sRGB values read as linear camera RGB: mean
+colour difference to the upload 44 levels); converted, the preview stays within about 1.5 levels of it on average.
 """
 
 import re
@@ -30,10 +32,10 @@ import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from hsr_diffusers import HSRDiffusionPipeline, HSRPipeline
+from hsr_diffusers import HSRPipeline
 from hsr_diffusers.data import PhotoError, read_photo, save_cube
 from hsr_diffusers.data.io import SAVE_SUFFIXES, cube_file_paths
-from hsr_diffusers.spectral import srgb_to_camera_rgb
+from hsr_diffusers.spectral import srgb_to_camera_matrix
 
 
 # Bundled models, loaded offline by name (`hsr_diffusers.list_pretrained()`).
@@ -138,21 +140,6 @@ def linear_to_srgb8(rgb: np.ndarray) -> np.ndarray:
     return (linear_to_srgb(rgb) * 255 + 0.5).astype(np.uint8)
 
 
-def srgb_to_camera_matrix(response, wavelengths) -> np.ndarray:
-    """
-    The `(3, 3)` matrix `M` that `hsr_diffusers.spectral.srgb_to_camera_rgb` applies (`camera = linear_sRGB @ M`), so
-    that the demo can map camera RGB back to the photo's sRGB. It is read off that function rather than fitted again
-    here, so the fit keeps one home: the function is linear before it clips, and a mid grey plus a small step along
-    each channel stays well inside [0, 1].
-    """
-    grey, step = 0.4, 0.1
-    linear = np.full((4, 3), grey) + np.vstack([np.zeros(3), step * np.eye(3)])  # grey, then grey + step per channel
-    camera = srgb_to_camera_rgb(linear_to_srgb(linear), response, wavelengths).astype(np.float64)
-    if camera.min() <= 0.0 or camera.max() >= 1.0:
-        raise RuntimeError(f"The sRGB-to-camera probe clipped ({camera.tolist()}); use a smaller step.")
-    return (camera[1:] - camera[0]) / step
-
-
 def _read_image(image, max_megapixels: float, downscale: bool) -> tuple[np.ndarray, str, str]:
     """
     Reads and size-checks the input: a file or PIL image through `hsr_diffusers.data.read_photo` (orientation, 16 bits,
@@ -203,11 +190,14 @@ def _downscale(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.clip(resized, 0.0, 1.0).astype(image.dtype)
 
 
+def _is_sampler(pipe) -> bool:
+    """Whether `pipe` is a loaded pipeline that samples (not a load failure's message, not a feed-forward model)."""
+    return not isinstance(pipe, str) and pipe is not None and pipe.is_sampler
+
+
 def _default_steps(pipe) -> int:
-    """The sampling steps a diffusion pipeline was configured to use by default (10 for anything else)."""
-    if isinstance(pipe, HSRDiffusionPipeline):
-        return int(pipe.config.default_num_inference_steps)
-    return 10
+    """The sampling steps a pipeline that samples was configured to use by default (10 for anything else)."""
+    return int(pipe.config.default_num_inference_steps) if _is_sampler(pipe) else 10
 
 
 def predict(
@@ -263,7 +253,7 @@ def predict(
         raise gr.Error(f"Unknown model {model_name!r}; choose one of {', '.join(pipelines)}.")
     if isinstance(pipe, str):
         raise gr.Error(pipe)
-    is_diffusion = isinstance(pipe, HSRDiffusionPipeline)
+    is_diffusion = pipe.is_sampler
     # An emptied number box gives None: fall back to the defaults. The event runs without Gradio's preprocessing (see
     # `build_demo`), so the sliders' bounds are checked here.
     steps = _default_steps(pipe) if steps is None else int(steps)
@@ -274,25 +264,20 @@ def predict(
     if is_diffusion and not 0 <= seed < 2**32:
         raise gr.Error(f"Use a seed from 0 to {2**32 - 1}, got {seed}.")
 
-    # 2. Read, size-check and validate the image: [1, 3, H, W] in [0, 1]
+    # 2. Read, size-check and validate the image, and convert it as the pipeline does (an sRGB photo to the model's
+    #    linear camera RGB, unless it is marked linear): [1, 3, H, W] in [0, 1]. The camera RGB is kept for the
+    #    re-rendering error.
     image, name, note = _read_image(image, max_megapixels, downscale)
+    input_space = "linear" if input_is_linear else "srgb"
     try:
-        rgb = pipe.image_processor.preprocess(image)
+        rgb = pipe.image_processor.preprocess(image, input_space=input_space)
     except ValueError as error:
         raise gr.Error(str(error).replace("Image 0", "The image")) from error
-    encoded = rgb[0].permute(1, 2, 0).numpy().astype(np.float64)  # [H, W, 3]
-    height, width = encoded.shape[:2]
-
-    # 3. To linear camera RGB, the space the model was trained in
+    camera_rgb = rgb[0].permute(1, 2, 0).numpy()  # [H, W, 3] float32
+    height, width = camera_rgb.shape[:2]
     wavelengths = list(pipe.config.wavelengths)
-    response = pipe.config.response
-    if input_is_linear:
-        camera_rgb = encoded
-    else:
-        camera_rgb = srgb_to_camera_rgb(encoded, response, wavelengths)
-    camera_rgb = camera_rgb.astype(np.float32)
 
-    # 4. Run the pipeline, tiled when the image is larger than a tile
+    # 3. Run the pipeline (tiled when the image is larger than a tile)
     own_tile_size = pipe.config.get("default_tile_size")
     if tile_size is None:
         tile_size = own_tile_size or TILE_SIZE
@@ -300,23 +285,13 @@ def predict(
         tile_overlap = pipe.config.get("default_tile_overlap", TILE_OVERLAP) if own_tile_size else TILE_OVERLAP
     tiled = max(height, width) > tile_size
     kwargs = {"tile_size": tile_size, "tile_overlap": tile_overlap}
-    # Only diffusion pipelines take sampling arguments; the feed-forward ones have nothing to sample.
-    if is_diffusion:
-        kwargs.update(
-            num_inference_steps=steps,
-            num_samples=samples,
-            generator=torch.Generator().manual_seed(seed),
-        )
-    output = pipe(
-        torch.from_numpy(camera_rgb).permute(2, 0, 1)[None],
-        rgb_consistency=rgb_consistency,
-        output_type="np",
-        **kwargs,
-    )
+    if is_diffusion:  # only a pipeline that samples takes sampling arguments
+        kwargs.update(num_inference_steps=steps, num_samples=samples, generator=torch.Generator().manual_seed(seed))
+    output = pipe(rgb, input_space="linear", rgb_consistency=rgb_consistency, output_type="np", **kwargs)
     cube = output.cubes[0]  # [H, W, bands]
     uncertainty = None if output.uncertainty is None else output.uncertainty[0]
 
-    # 5. Previews: the cube seen by the eye (D65), and re-rendered through the camera response then shown in the
+    # 4. Previews: the cube seen by the eye (D65), and re-rendered through the camera response then shown in the
     # input's encoding (back to sRGB for a photo, linear for a linear input) so that it compares with the input as shown
     cube_t = torch.from_numpy(cube).permute(2, 0, 1)[None]  # [1, bands, H, W]
     rerendered = pipe.image_processor.render(cube_t)[0].permute(1, 2, 0).numpy()  # [H, W, 3]
@@ -324,7 +299,7 @@ def predict(
     if input_is_linear:
         rerendered_srgb = (np.clip(rerendered, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
     else:
-        matrix = srgb_to_camera_matrix(response, wavelengths)
+        matrix = srgb_to_camera_matrix(pipe.config.response, wavelengths)
         rerendered_srgb = linear_to_srgb8(rerendered @ np.linalg.inv(matrix))
 
     error = np.abs(rerendered - camera_rgb)
@@ -482,7 +457,7 @@ compare), move the band slider to see one wavelength, and download the cube.
 def _model_label(name: str, pipe) -> str:
     if isinstance(pipe, str):
         return f"{name} (unavailable)"
-    return f"{'DDPM' if isinstance(pipe, HSRDiffusionPipeline) else 'PixelGAN'} · {name}"
+    return f"{'DDPM' if pipe.is_sampler else 'PixelGAN'} · {name}"
 
 
 def build_demo(pipelines: dict, examples: list[str] | None = None) -> gr.Blocks:
@@ -557,7 +532,7 @@ def build_demo(pipelines: dict, examples: list[str] | None = None) -> gr.Blocks:
 
     def on_model_change(model_name):
         pipe = pipelines.get(model_name)
-        is_diffusion = isinstance(pipe, HSRDiffusionPipeline)
+        is_diffusion = _is_sampler(pipe)
         return (
             gr.Slider(interactive=is_diffusion, value=_default_steps(pipe)),
             gr.Slider(interactive=is_diffusion),
@@ -588,7 +563,7 @@ def build_demo(pipelines: dict, examples: list[str] | None = None) -> gr.Blocks:
                     label="Model",
                     elem_id="model",
                 )
-                first_is_diffusion = bool(available) and isinstance(pipelines[available[0]], HSRDiffusionPipeline)
+                first_is_diffusion = bool(available) and _is_sampler(pipelines[available[0]])
                 with gr.Row():
                     steps = gr.Slider(
                         1,

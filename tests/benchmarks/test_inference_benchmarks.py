@@ -13,7 +13,7 @@ import torch
 from diffusers import DDIMScheduler
 from PIL import Image
 
-from hsr_diffusers import HSRDiffusionPipeline, HSRPixelGANGenerator, HSRPixelGANPipeline, MSTPlusPlus
+from hsr_diffusers import HSRDiffusionPipeline, HSRFeedForwardPipeline, HSRPixelGANGenerator, MSTPlusPlus
 from hsr_diffusers.data import make_synthetic_dataset
 
 from ..testing_utils import smooth_cube, tiny_ddpm_unet
@@ -40,10 +40,17 @@ def test_rule_picks_the_fastest_configuration_within_tolerance():
     assert ddpm_defaults.choose(rows, tolerance=0.5) is rows[2]
 
 
-def test_photo_input_is_camera_rgb_of_the_requested_size():
-    rgb = common.photo_rgb(50, 70)
+def test_photo_input_is_the_models_camera_rgb_of_the_requested_size():
+    from hsr_diffusers.spectral import srgb_to_camera_rgb
+
+    pipe = HSRFeedForwardPipeline(unet=MSTPlusPlus(out_channels=31, num_stages=1), response="canon_40d")
+    rgb = common.photo_rgb(pipe, 50, 70)
     assert rgb.shape == (50, 70, 3) and rgb.dtype == np.float32
     assert 0 <= rgb.min() and rgb.max() <= 1 and rgb.std() > 0.01
+    # Converted with the model's own response, not the default one.
+    srgb = common.photo_srgb(50, 70) / np.float32(255)
+    np.testing.assert_array_equal(rgb, srgb_to_camera_rgb(srgb, "canon_40d"))
+    assert np.abs(rgb - srgb_to_camera_rgb(srgb)).max() > 0.01
 
 
 @pytest.fixture()
@@ -110,9 +117,9 @@ def test_sampling_steps_scores_a_student_against_its_teachers_reference(tiny_ddp
 
 def test_throughput_worker_runs_each_pipeline_with_its_own_tiling(tiny_ddpm_dir, tmp_path):
     torch.manual_seed(0)
-    HSRPixelGANPipeline(unet=HSRPixelGANGenerator(in_channels=3, out_channels=31, num_downs=3, ngf=4)).save_pretrained(
-        tmp_path / "gan"
-    )
+    HSRFeedForwardPipeline(
+        unet=HSRPixelGANGenerator(in_channels=3, out_channels=31, num_downs=3, ngf=4)
+    ).save_pretrained(tmp_path / "gan")
     spec = {"name": "PixelGAN", "kind": "gan", "path": str(tmp_path / "gan"), "megapixels": 0.01, "steps": None}
     whole = throughput.worker({**spec, "tile_size": 128})
     tiled = throughput.worker({**spec, "tile_size": 96})  # larger than one 96-pixel tile: tiled to bound memory
@@ -137,8 +144,8 @@ def test_real_scenes_times_every_pipeline_and_scores_consistency(tiny_ddpm_dir, 
         for index in range(bands.shape[-1]):
             Image.fromarray(bands[..., index]).save(folder / f"{scene}_ms_{index + 1:02d}.png")
     torch.manual_seed(0)
-    HSRPixelGANPipeline(unet=HSRPixelGANGenerator(num_downs=3, ngf=4)).save_pretrained(tmp_path / "gan")
-    HSRPixelGANPipeline(unet=MSTPlusPlus(out_channels=31, num_stages=1)).save_pretrained(tmp_path / "mst")
+    HSRFeedForwardPipeline(unet=HSRPixelGANGenerator(num_downs=3, ngf=4)).save_pretrained(tmp_path / "gan")
+    HSRFeedForwardPipeline(unet=MSTPlusPlus(out_channels=31, num_stages=1)).save_pretrained(tmp_path / "mst")
     args = real_scenes.parse_args(
         ["--data_dir", str(tmp_path / "cave"), "--ddpm", str(tiny_ddpm_dir), "--pixelgan", str(tmp_path / "gan")]
         + ["--mst", str(tmp_path / "mst"), "--repeats", "1", "--output", "scenes"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hsr_diffusers import HSRPixelGANGenerator, HSRPixelGANPipeline, RootPolynomialRegression
+from hsr_diffusers import HSRFeedForwardPipeline, HSRPixelGANGenerator, RootPolynomialRegression
 from hsr_diffusers.cli import main
 from hsr_diffusers.data import make_synthetic_dataset
 from hsr_diffusers.spectral import render_rgb
@@ -24,12 +24,12 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli_evaluate")
     dataset = make_synthetic_dataset(root / "data", num_train=1, num_validation=2, height=16, width=16)
     torch.manual_seed(0)
-    HSRPixelGANPipeline(unet=HSRPixelGANGenerator(in_channels=3, out_channels=31, num_downs=3, ngf=4)).save_pretrained(
-        root / "gan"
-    )
+    HSRFeedForwardPipeline(
+        unet=HSRPixelGANGenerator(in_channels=3, out_channels=31, num_downs=3, ngf=4)
+    ).save_pretrained(root / "gan")
     cube = smooth_cube(16, 16, seed=3)
     regression = RootPolynomialRegression(degree=2).fit(render_rgb(cube) / 255.0, cube)
-    HSRPixelGANPipeline(unet=regression).save_pretrained(root / "root_poly")
+    HSRFeedForwardPipeline(unet=regression).save_pretrained(root / "root_poly")
     return root, dataset
 
 

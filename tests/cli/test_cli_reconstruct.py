@@ -20,7 +20,7 @@ import tifffile
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from hsr_diffusers import HSRDiffusionPipeline, HSRPipeline, HSRPixelGANGenerator, HSRPixelGANPipeline, srgb_preview
+from hsr_diffusers import HSRDiffusionPipeline, HSRFeedForwardPipeline, HSRPipeline, HSRPixelGANGenerator, srgb_preview
 from hsr_diffusers.cli import main
 from hsr_diffusers.cli import reconstruct as reconstruct_module
 from hsr_diffusers.data import load_cube, load_cube_with_wavelengths
@@ -47,7 +47,7 @@ def ddpm(tmp_path_factory) -> Path:
 def pixelgan(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("pixelgan")
-    HSRPixelGANPipeline(unet=HSRPixelGANGenerator(out_channels=31, num_downs=3, ngf=4)).save_pretrained(path)
+    HSRFeedForwardPipeline(unet=HSRPixelGANGenerator(out_channels=31, num_downs=3, ngf=4)).save_pretrained(path)
     return path
 
 
@@ -211,23 +211,24 @@ def test_pixelgan_model_and_unusable_model(pixelgan, photo, tmp_path, capsys):
     assert len(error.strip().splitlines()) == 1 and "cannot load model" in error
 
 
-def test_tiled_run_with_samples_equals_the_pipeline(tmp_path, monkeypatch):
-    # Several tile groups, two samples: the CLI drives the tiles itself and streams rows to the file, and must give
-    # exactly what the pipeline gives for the whole photo (mean and spread, seams included). DDIM: no step noise.
-    model = tmp_path / "ddim"
-    scheduler = DDIMScheduler(num_train_timesteps=1000)
+@pytest.mark.parametrize("scheduler_class", [DDIMScheduler, DDPMScheduler])
+def test_tiled_run_with_samples_equals_the_pipeline_bit_for_bit(scheduler_class, tmp_path, monkeypatch):
+    # Several tile groups, two samples: the CLI streams the rows that the pipeline's `callback_on_tile_end` hands over
+    # to the file, and must write exactly the cube (mean and spread, seams included) that the pipeline returns for the
+    # photo, also with a scheduler that adds noise at every step (DDPM).
+    model = tmp_path / "model"
     unet = tiny_ddpm_unet(attention=False)
+    scheduler = scheduler_class(num_train_timesteps=1000)
     HSRDiffusionPipeline(unet=unet, scheduler=scheduler, default_tile_overlap=8).save_pretrained(model)
     pipe = HSRDiffusionPipeline.from_pretrained(model)
     pipe.set_progress_bar_config(disable=True)
     # 24-px tiles overlapping by 8 px: 2 x 3 tiles on 40 x 56 px. Groups of two tiles (x 2 samples) instead of the
     # 256 x 256 px default: three groups, the second one across the two rows of tiles.
     assert pipe.image_processor.num_tiles(40, 56, 24, 8) == 6
-    monkeypatch.setattr(reconstruct_module, "TILE_BATCH_PIXELS", 2 * 2 * 24 * 24)
-    srgb8 = photo_array(40, 56, seed=3)
-    PIL.Image.fromarray(srgb8).save(tmp_path / "wide.png")
+    monkeypatch.setattr(HSRDiffusionPipeline, "TILE_BATCH_PIXELS", 2 * 2 * 24 * 24)
+    PIL.Image.fromarray(photo_array(40, 56, seed=3)).save(tmp_path / "wide.png")
     expected = pipe(
-        linearise(srgb8),
+        PIL.Image.open(tmp_path / "wide.png"),
         num_inference_steps=2,
         num_samples=2,
         tile_size=24,
@@ -235,8 +236,22 @@ def test_tiled_run_with_samples_equals_the_pipeline(tmp_path, monkeypatch):
     )
     args = ["--model", model, "--steps", 2, "--samples", 2, "--seed", 5, "--tile-size", 24, "--format", "envi"]
     assert reconstruct(tmp_path / "wide.png", "-o", tmp_path / "out", *args) == 0
-    np.testing.assert_allclose(load_cube(tmp_path / "out" / "wide.hdr"), expected.cubes[0], atol=1e-6)
-    np.testing.assert_allclose(load_cube(tmp_path / "out" / "wide_std.hdr"), expected.uncertainty[0], atol=1e-6)
+    np.testing.assert_array_equal(load_cube(tmp_path / "out" / "wide.hdr"), expected.cubes[0])
+    np.testing.assert_array_equal(load_cube(tmp_path / "out" / "wide_std.hdr"), expected.uncertainty[0])
+
+
+def test_feedforward_tiled_run_equals_the_pipeline_bit_for_bit(tmp_path, monkeypatch):
+    model = tmp_path / "model"
+    torch.manual_seed(0)
+    generator = HSRPixelGANGenerator(out_channels=31, num_downs=3, ngf=4)
+    HSRFeedForwardPipeline(unet=generator, default_tile_overlap=4).save_pretrained(model)
+    pipe = HSRPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=True)
+    monkeypatch.setattr(type(pipe), "TILE_BATCH_PIXELS", 2 * 24 * 24)  # two tiles per network call
+    PIL.Image.fromarray(photo_array(40, 56, seed=4)).save(tmp_path / "wide.png")
+    expected = pipe(PIL.Image.open(tmp_path / "wide.png"), tile_size=24).cubes[0]
+    assert reconstruct(tmp_path / "wide.png", "-o", tmp_path / "out", "--model", model, "--tile-size", 24) == 0
+    np.testing.assert_array_equal(load_cube(tmp_path / "out" / "wide.h5"), expected)
 
 
 # ---------------------------------------------------------------------------------------------- many processes

@@ -4,10 +4,11 @@ import inspect
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from hsr_diffusers import HSRPipeline
-from hsr_diffusers.spectral import render_rgb
+from hsr_diffusers.spectral import render_rgb, srgb_to_camera_rgb
 
 from ..testing_utils import smooth_cube
 
@@ -104,21 +105,43 @@ class HSRPipelineTesterMixin:
         pipe = self.get_pipeline()
         rgb8 = self.rgb8()
         images = (
-            rgb8,
-            Image.fromarray(rgb8),
-            rgb8.astype(np.float32) / 255,
-            torch.from_numpy(rgb8 / 255).permute(2, 0, 1),
+            (rgb8, None),
+            (Image.fromarray(rgb8), "linear"),
+            (rgb8.astype(np.float32) / 255, None),
+            (torch.from_numpy(rgb8 / 255).permute(2, 0, 1), "linear"),
         )
         results = []
-        for image in images:
+        for image, input_space in images:
             inputs = self.get_dummy_inputs()
             inputs["image"] = image
-            results.append(pipe(**inputs).cubes)
+            results.append(pipe(**inputs, input_space=input_space).cubes)
         for result in results[1:]:
             np.testing.assert_allclose(result, results[0], atol=1e-5)
         inputs = self.get_dummy_inputs()
         inputs["image"] = [rgb8, rgb8]
         assert pipe(**inputs).cubes.shape[0] == 2
+
+    def test_photos_are_converted_from_srgb(self):
+        # A PIL image is a photo: by default the pipeline converts its sRGB to the model's camera RGB with the
+        # pipeline's own response, exactly as `srgb_to_camera_rgb` does; `input_space` overrides either default.
+        from PIL import Image
+
+        pipe = self.get_pipeline()
+        photo = self.rgb8(seed=2)
+        camera = srgb_to_camera_rgb(photo.astype(np.float32) / 255, pipe.config.response, pipe.config.wavelengths)
+
+        def run(image, **kwargs):
+            return pipe(**{**self.get_dummy_inputs(), "image": image, **kwargs}).cubes
+
+        converted = run(camera)
+        np.testing.assert_array_equal(run(Image.fromarray(photo)), converted)
+        np.testing.assert_array_equal(run(photo, input_space="srgb"), converted)
+        np.testing.assert_array_equal(
+            run(torch.from_numpy(photo / 255).permute(2, 0, 1), input_space="srgb"), converted
+        )
+        assert np.abs(run(Image.fromarray(photo), input_space="linear") - converted).max() > 1e-3
+        with pytest.raises(ValueError, match="input_space"):
+            run(photo, input_space="sRGB")
 
     def test_tiled_equals_untiled_when_one_tile(self):
         pipe = self.get_pipeline()
@@ -141,6 +164,35 @@ class HSRPipelineTesterMixin:
         error = np.abs(tiled - untiled).mean(axis=(0, 3))
         seam_rows = error[[15, 16, 23, 24], :].mean()
         assert seam_rows <= 3 * error.mean() + 1e-3
+
+    def test_callback_on_tile_end_hands_over_every_row_once(self):
+        # The rows handed over, in order, make up exactly the returned cubes; returning None for them keeps nothing.
+        pipe = self.get_pipeline()
+        image = self.rgb8(40, 36, seed=3)
+
+        def inputs():  # a fresh generator for every call
+            return {**self.get_dummy_inputs(), "image": image, "tile_size": 16, "tile_overlap": 4}
+
+        calls, blocks = [], []
+
+        def collect(pipeline, tiles_done, callback_kwargs):
+            assert pipeline is pipe
+            calls.append((tiles_done, callback_kwargs["num_tiles"]))
+            blocks.append((callback_kwargs["top"], callback_kwargs["cubes"]))
+
+        expected = pipe(**inputs()).cubes
+        pipe(**inputs(), callback_on_tile_end=collect)
+        tiles = pipe.image_processor.num_tiles(40, 36, 16, 4)
+        assert calls[-1] == (tiles, tiles) and [done for done, _ in calls] == sorted({done for done, _ in calls})
+        tops = [top for top, _ in blocks]
+        assert tops[0] == 0 and all(top + len(rows[0]) == after for (top, rows), after in zip(blocks, tops[1:] + [40]))
+        np.testing.assert_array_equal(np.concatenate([rows for _, rows in blocks], axis=1), expected)
+
+        def drop(pipeline, tiles_done, callback_kwargs):
+            return {"cubes": None, "uncertainty": None}
+
+        output = pipe(**inputs(), callback_on_tile_end=drop)
+        assert output.cubes is None and output.uncertainty is None
 
     def test_dtype_move(self):
         pipe = self.get_pipeline()

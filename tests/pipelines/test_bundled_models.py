@@ -8,7 +8,7 @@ import PIL.Image
 import pytest
 import torch
 
-from hsr_diffusers import HSRDiffusionPipeline, HSRPipeline, HSRPixelGANPipeline, list_pretrained, metrics
+from hsr_diffusers import HSRDiffusionPipeline, HSRFeedForwardPipeline, HSRPipeline, list_pretrained, metrics
 from hsr_diffusers.pipelines.auto_pipeline import resolve_pretrained
 from hsr_diffusers.spectral import render_rgb, srgb_to_camera_rgb
 
@@ -16,7 +16,7 @@ from ..testing_utils import CAVE_DIR, requires_cave, slow, smooth_cube
 
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-BUNDLED = {"hsr-diffusers/ddpm-cave": HSRDiffusionPipeline, "hsr-diffusers/pixelgan-cave": HSRPixelGANPipeline}
+BUNDLED = {"hsr-diffusers/ddpm-cave": HSRDiffusionPipeline, "hsr-diffusers/pixelgan-cave": HSRFeedForwardPipeline}
 
 
 def test_bundled_models_are_listed_and_small():
@@ -32,23 +32,27 @@ def test_bundled_models_are_listed_and_small():
 
 
 @pytest.fixture(scope="module")
-def photo_crop() -> np.ndarray:
-    """Linear camera RGB of a 48x64 crop of the example photo: one tile of the bundled DDPM."""
+def photo_crop() -> PIL.Image.Image:
+    """A 48x64 crop of the example photo: one tile of the bundled DDPM."""
     with PIL.Image.open(EXAMPLES / "coffee.png") as image:
-        crop = np.asarray(image.convert("RGB").crop((160, 100, 224, 148)))
-    return srgb_to_camera_rgb(crop / 255.0)
+        return image.convert("RGB").crop((160, 100, 224, 148))
 
 
 @pytest.mark.parametrize("name", list_pretrained())
 def test_every_bundled_model_loads_offline_and_reconstructs(name, photo_crop):
     pipe = HSRPipeline.from_pretrained(name)
-    assert isinstance(pipe, BUNDLED.get(name, (HSRDiffusionPipeline, HSRPixelGANPipeline)))
+    assert isinstance(pipe, BUNDLED.get(name, (HSRDiffusionPipeline, HSRFeedForwardPipeline)))
     pipe.set_progress_bar_config(disable=True)
-    diffusion = isinstance(pipe, HSRDiffusionPipeline)
+    diffusion = pipe.is_sampler
 
-    # A photo, with the model's own default steps and tiles.
-    kwargs = {"num_samples": 2, "generator": torch.Generator().manual_seed(0)} if diffusion else {}
-    output = pipe(photo_crop, **kwargs)
+    # A photo, with the model's own default steps and tiles: converted by the pipeline, with the model's response.
+    def kwargs():
+        return {"num_samples": 2, "generator": torch.Generator().manual_seed(0)} if diffusion else {}
+
+    output = pipe(photo_crop, **kwargs())
+    srgb = np.asarray(photo_crop, dtype=np.float32) / 255
+    camera_rgb = srgb_to_camera_rgb(srgb, pipe.config.response, pipe.config.wavelengths)
+    np.testing.assert_array_equal(output.cubes, pipe(camera_rgb, **kwargs()).cubes)
     cube = output.cubes
     assert cube.shape == (1, 48, 64, 31) and cube.dtype == np.float32
     assert np.isfinite(cube).all() and 0 <= cube.min() and cube.max() <= 1

@@ -45,6 +45,9 @@ class TestHSRDiffusionPipeline(HSRPipelineTesterMixin):
         expected = np.array([0.77734, 0.86671, 0.89353, 0.26077, 0.25606, 0.78951, 0.71711, 0.53528, 0.82267])
         np.testing.assert_allclose(cubes[0, 5:8, 4:7, 24].ravel(), expected, atol=1e-4)
 
+    def test_is_a_sampler(self):
+        assert self.get_pipeline().is_sampler is True
+
     def test_generator_makes_it_deterministic(self):
         pipe = self.get_pipeline()
         first = pipe(**self.get_dummy_inputs(seed=1)).cubes

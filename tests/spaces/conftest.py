@@ -14,11 +14,11 @@ import PIL.Image
 import pytest
 from diffusers import DDPMScheduler
 
-from hsr_diffusers import HSRDiffusionPipeline, HSRPixelGANPipeline
+from hsr_diffusers import HSRDiffusionPipeline, HSRFeedForwardPipeline
 from hsr_diffusers.spectral import render_rgb
 
 from ..pipelines.test_pipeline_hsr_diffusion import tiny_unet
-from ..pipelines.test_pipeline_hsr_pixelgan import tiny_generator
+from ..pipelines.test_pipeline_hsr_feedforward import tiny_generator
 from ..testing_utils import smooth_cube
 
 
@@ -48,7 +48,7 @@ def load_app():
 def make_tiny_pipelines() -> dict:
     """A tiny DDPM and a tiny PixelGAN (random weights, as in the pipeline tests), plus a model that failed to load."""
     ddpm = HSRDiffusionPipeline(unet=tiny_unet(), scheduler=DDPMScheduler(num_train_timesteps=1000))
-    gan = HSRPixelGANPipeline(unet=tiny_generator())
+    gan = HSRFeedForwardPipeline(unet=tiny_generator())
     for pipe in (ddpm, gan):
         pipe.set_progress_bar_config(disable=True)
     return {DDPM: ddpm, GAN: gan, "missing/model": "The model missing/model could not be loaded (not bundled yet)."}

@@ -12,11 +12,11 @@ import pytest
 import torch
 from huggingface_hub import SpaceCard
 
-from hsr_diffusers import HSRPixelGANPipeline
+from hsr_diffusers import HSRFeedForwardPipeline
 from hsr_diffusers.data import load_cube_with_wavelengths
 from hsr_diffusers.spectral import rendering_matrix, srgb_to_camera_rgb
 
-from ..pipelines.test_pipeline_hsr_pixelgan import tiny_generator
+from ..pipelines.test_pipeline_hsr_feedforward import tiny_generator
 from .conftest import DDPM, GAN, SPACE_DIR, photo_array
 
 
@@ -242,9 +242,9 @@ def test_build_demo_wires_endpoints_and_limits(app, pipelines, image_files):
 
 def test_load_pipelines_tolerates_missing_models(app, tmp_path):
     torch.manual_seed(0)
-    HSRPixelGANPipeline(unet=tiny_generator()).save_pretrained(tmp_path / "gan")
+    HSRFeedForwardPipeline(unet=tiny_generator()).save_pretrained(tmp_path / "gan")
     pipelines = app.load_pipelines(("hsr-diffusers/no-such-model", str(tmp_path / "gan")), device="cpu")
-    assert isinstance(pipelines[str(tmp_path / "gan")], HSRPixelGANPipeline)
+    assert isinstance(pipelines[str(tmp_path / "gan")], HSRFeedForwardPipeline)
     assert pipelines["hsr-diffusers/no-such-model"].startswith("The model hsr-diffusers/no-such-model could not be")
 
 

@@ -1,93 +1,34 @@
 import inspect
+from collections.abc import Callable
 
 import torch
-from diffusers import (
-    DDIMScheduler,
-    DDPMScheduler,
-    DEISMultistepScheduler,
-    DiffusionPipeline,
-    DPMSolverMultistepScheduler,
-    DPMSolverSinglestepScheduler,
-    EDMEulerScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    HeunDiscreteScheduler,
-    LMSDiscreteScheduler,
-    PNDMScheduler,
-    UNet2DModel,
-    UniPCMultistepScheduler,
-)
+from diffusers import DiffusionPipeline, UNet2DModel
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils import replace_example_docstring
 
 from hsr_diffusers.image_processor import HSRImageProcessor, PipelineImageInput
 from hsr_diffusers.models.root_polynomial import RootPolynomialRegression
 from hsr_diffusers.pipelines.pipeline_output import HSRPipelineOutput
+from hsr_diffusers.pipelines.tiling import NOISE_BLOCK, TILE_BATCH_PIXELS, Tiler, concatenate_rows, position_noise
+from hsr_diffusers.schedulers import check_scheduler, model_output_for_clean_sample, predict_clean_sample
 from hsr_diffusers.spectral import DEFAULT_RESPONSE, WAVELENGTHS
 
+
+__all__ = ["HSRDiffusionPipeline", "NOISE_BLOCK", "position_noise"]  # the last two moved to `pipelines.tiling`
 
 EXAMPLE_DOC_STRING = """
     Examples:
         ```py
-        >>> import numpy as np
         >>> import PIL.Image
         >>> import torch
         >>> from hsr_diffusers import HSRPipeline
-        >>> from hsr_diffusers.spectral import srgb_to_camera_rgb
 
         >>> pipe = HSRPipeline.from_pretrained("hsr-diffusers/ddpm-cave")
-        >>> # The model takes linear RGB in the camera space it was trained for; photos are sRGB-encoded.
-        >>> photo = np.asarray(PIL.Image.open("photo.png").convert("RGB")) / 255.0
-        >>> rgb = srgb_to_camera_rgb(photo, pipe.config.response, pipe.config.wavelengths)
-        >>> output = pipe(rgb, num_samples=4, generator=torch.Generator().manual_seed(0))
+        >>> photo = PIL.Image.open("photo.png")  # sRGB: converted to the model's camera RGB by the pipeline
+        >>> output = pipe(photo, num_samples=4, generator=torch.Generator().manual_seed(0))
         >>> output.cubes.shape, output.uncertainty.shape  # (1, H, W, 31) each: the mean and the spread of the samples
         ```
 """
-
-NOISE_BLOCK = 64
-
-# The schedulers whose clean-sample prediction `HSRDiffusionPipeline.predict_clean_sample` knows, by how their sample is
-# made from the clean sample and unit noise: sqrt(alphas_cumprod[t]) * clean + sqrt(1 - alphas_cumprod[t]) * noise ...
-_TIMESTEP_SCHEDULERS = (DDPMScheduler, DDIMScheduler, PNDMScheduler)
-# ... alpha_t * clean + sigma_t * noise, from the sigma of the current step ...
-_VARIANCE_PRESERVING_SIGMA_SCHEDULERS = (
-    DPMSolverMultistepScheduler,
-    DPMSolverSinglestepScheduler,
-    DEISMultistepScheduler,
-    UniPCMultistepScheduler,
-)
-# ... or clean + sigma * noise, likewise. The KDPM2 and DPM-Solver-SDE schedulers evaluate the model at interpolated
-# sigmas in their second stage, which differ between them: they run only without the per-step RGB projection.
-_SIGMA_SCHEDULERS = (
-    EulerDiscreteScheduler,
-    EulerAncestralDiscreteScheduler,
-    HeunDiscreteScheduler,
-    LMSDiscreteScheduler,
-)
-_SUPPORTED_SCHEDULERS = _TIMESTEP_SCHEDULERS + _VARIANCE_PRESERVING_SIGMA_SCHEDULERS + _SIGMA_SCHEDULERS
-
-
-def position_noise(
-    seed: int, sample: int, top: int, left: int, height: int, width: int, channels: int
-) -> torch.Tensor:
-    """
-    Gaussian noise `[channels, height, width]` for the image region starting at (`top`, `left`), as a fixed function of
-    the pixel position: the image plane is cut into `NOISE_BLOCK`-sized blocks, each drawn from its own seeded generator.
-    Overlapping tiles therefore see the same noise on the pixels they share, and a tiled run equals an untiled one when
-    the image fits one tile.
-    """
-    noise = torch.empty(channels, height, width)
-    for block_y in range(top // NOISE_BLOCK, (top + height - 1) // NOISE_BLOCK + 1):
-        for block_x in range(left // NOISE_BLOCK, (left + width - 1) // NOISE_BLOCK + 1):
-            block_seed = (seed * 1_000_003 + sample * 10_007 + block_y * 101 + block_x) % (2**63)
-            block = torch.randn(
-                channels, NOISE_BLOCK, NOISE_BLOCK, generator=torch.Generator().manual_seed(block_seed)
-            )
-            y0, x0 = block_y * NOISE_BLOCK, block_x * NOISE_BLOCK
-            ys, ye = max(top, y0), min(top + height, y0 + NOISE_BLOCK)
-            xs, xe = max(left, x0), min(left + width, x0 + NOISE_BLOCK)
-            noise[:, ys - top : ye - top, xs - left : xe - left] = block[:, ys - y0 : ye - y0, xs - x0 : xe - x0]
-    return noise
 
 
 class HSRDiffusionPipeline(DiffusionPipeline):
@@ -111,7 +52,7 @@ class HSRDiffusionPipeline(DiffusionPipeline):
         scheduler ([`SchedulerMixin`]):
             A diffusers noise scheduler of [`KarrasDiffusionSchedulers`]; trained with [`DDPMScheduler`]. Swap with
             `DDIMScheduler.from_config(pipe.scheduler.config)` and the like. The per-step RGB-consistency projection
-            needs the scheduler's clean-sample prediction, which [`~HSRDiffusionPipeline.predict_clean_sample`] knows
+            needs the scheduler's clean-sample prediction, which [`~hsr_diffusers.schedulers.predict_clean_sample`] knows
             for DDPM, DDIM, PNDM, Euler, Euler ancestral, Heun, LMS, DPM-Solver (multistep and singlestep), DEIS and
             UniPC, with or without Karras sigmas; KDPM2 and DPM-Solver-SDE run only with `rgb_consistency=False`, and
             [`EDMEulerScheduler`] (EDM noise conditioning) is refused.
@@ -143,8 +84,8 @@ class HSRDiffusionPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "unet"
     _optional_components = ["estimator"]
-    # Small tiles are stacked into one UNet call up to this many pixels (those of one 256x256 tile).
-    TILE_BATCH_PIXELS = 256 * 256
+    # Small tiles are stacked into one UNet call up to this many pixels (see `pipelines.tiling`).
+    TILE_BATCH_PIXELS = TILE_BATCH_PIXELS
 
     def __init__(
         self,
@@ -192,6 +133,12 @@ class HSRDiffusionPipeline(DiffusionPipeline):
         self.image_processor = HSRImageProcessor(wavelengths, response)
 
     @property
+    def is_sampler(self) -> bool:
+        """`True`: the pipeline draws samples (`num_inference_steps`, `num_samples` and `generator` apply, and several
+        samples give an `uncertainty`)."""
+        return True
+
+    @property
     def downsample_factor(self) -> int:
         return 2 ** (len(self.unet.config.block_out_channels) - 1)
 
@@ -217,24 +164,16 @@ class HSRDiffusionPipeline(DiffusionPipeline):
         return torch.tensor(scale, dtype=torch.float32).view(1, -1, 1, 1)
 
     def check_scheduler(self, rgb_consistency: bool):
-        """Raises a `ValueError` for a scheduler this pipeline cannot sample with (see `predict_clean_sample`)."""
-        if isinstance(self.scheduler, EDMEulerScheduler):
-            raise ValueError(
-                "EDMEulerScheduler conditions the UNet on EDM noise levels and input scaling, not on the DDPM timesteps "
-                "it was trained with; use EulerDiscreteScheduler.from_config(pipe.scheduler.config) instead."
-            )
-        if rgb_consistency and not isinstance(self.scheduler, _SUPPORTED_SCHEDULERS):
-            raise ValueError(
-                f"rgb_consistency=True needs the clean sample at every step, which is not known for "
-                f"{type(self.scheduler).__name__}; use one of "
-                f"{', '.join(cls.__name__ for cls in _SUPPORTED_SCHEDULERS)}, or rgb_consistency=False."
-            )
-        prediction_type = self.scheduler.config.get("prediction_type")
-        if rgb_consistency and prediction_type not in ("epsilon", "sample", "original_sample", "v_prediction"):
-            raise ValueError(
-                f"rgb_consistency=True needs prediction_type 'epsilon', 'sample' or 'v_prediction', got "
-                f"{prediction_type!r}."
-            )
+        """Raises a `ValueError` for a scheduler this pipeline cannot sample with (see
+        [`~hsr_diffusers.schedulers.check_scheduler`])."""
+        check_scheduler(self.scheduler, needs_clean_sample=rgb_consistency)
+
+    def predict_clean_sample(
+        self, model_output: torch.Tensor, sample: torch.Tensor, timestep: int | float | torch.Tensor
+    ) -> torch.Tensor:
+        """The clean sample the pipeline's scheduler infers from `model_output` (see
+        [`~hsr_diffusers.schedulers.predict_clean_sample`]); the training scripts' clean-sample losses use it."""
+        return predict_clean_sample(self.scheduler, model_output, sample, timestep)
 
     def prepare_estimate(self, rgb: torch.Tensor) -> torch.Tensor:
         """
@@ -247,104 +186,7 @@ class HSRDiffusionPipeline(DiffusionPipeline):
             return self.image_processor.project_and_clip(estimate, rgb)
         return estimate.clamp(0.0, 1.0)
 
-    def _noise_level(
-        self, sample: torch.Tensor, timestep: int | float | torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]:
-        """
-        `(alpha_t, sigma_t, input_scale)` of the scheduler at `timestep`, such that the scaled sample the model sees is
-        `input_scale * sample = alpha_t * clean + sigma_t * noise`. Raises a `ValueError` for a scheduler outside
-        `_SUPPORTED_SCHEDULERS`.
-        """
-        scheduler = self.scheduler
-        if isinstance(scheduler, _TIMESTEP_SCHEDULERS):
-            alpha_prod = scheduler.alphas_cumprod.to(sample.device)[timestep].float()
-            return alpha_prod.sqrt(), (1 - alpha_prod).sqrt(), 1.0
-        if not isinstance(scheduler, _SUPPORTED_SCHEDULERS):
-            raise ValueError(
-                f"{type(scheduler).__name__} is not supported for predicting the clean sample; use one of "
-                f"{', '.join(cls.__name__ for cls in _SUPPORTED_SCHEDULERS)}, or `rgb_consistency=False`."
-            )
-        if torch.is_tensor(timestep) and timestep.numel() > 1:
-            raise ValueError(
-                f"Per-sample timesteps need a scheduler that looks its noise level up by timestep "
-                f"({', '.join(cls.__name__ for cls in _TIMESTEP_SCHEDULERS)}), got {type(scheduler).__name__}."
-            )
-        # Sigma schedulers keep the noise level of the current step in `sigmas[step_index]` (with Karras sigmas it is
-        # not the one of the rounded timestep). DPM-Solver-type schedulers set `step_index` in their first `step`, not
-        # in `scale_model_input`: set it the same way here.
-        if scheduler.step_index is None:
-            scheduler._init_step_index(timestep)
-        sigma = scheduler.sigmas[scheduler.step_index].to(sample.device).float()
-        if isinstance(scheduler, _VARIANCE_PRESERVING_SIGMA_SCHEDULERS):
-            alpha_t, sigma_t = scheduler._sigma_to_alpha_sigma_t(sigma)
-            return alpha_t, sigma_t, 1.0
-        # The sample is `clean + sigma * noise`; `scale_model_input` divides it by sqrt(sigma**2 + 1) for the model.
-        alpha_t = (sigma**2 + 1) ** -0.5
-        return alpha_t, sigma * alpha_t, alpha_t
-
-    def predict_clean_sample(
-        self, model_output: torch.Tensor, sample: torch.Tensor, timestep: int | float | torch.Tensor
-    ) -> torch.Tensor:
-        r"""
-        The clean sample (the `pred_original_sample` of diffusers schedulers) that `self.scheduler` infers from the
-        UNet's `model_output` for the noisy `sample` at `timestep`, for its `prediction_type` (`"epsilon"`, `"sample"`
-        or `"v_prediction"`). Unlike `scheduler.step`, it does not advance the scheduler (it only sets the step index
-        that the next `step` would set), so it can be used before a step (the sampler's RGB-consistency projection)
-        and with gradients in training.
-
-        Supported schedulers:
-            - [`DDPMScheduler`], [`DDIMScheduler`], [`PNDMScheduler`]: the noise level is `alphas_cumprod[timestep]`;
-              `timestep` may be a tensor of per-sample timesteps broadcastable to `sample` (`[B, 1, 1, 1]`), as in
-              training.
-            - [`DPMSolverMultistepScheduler`], [`DPMSolverSinglestepScheduler`], [`DEISMultistepScheduler`],
-              [`UniPCMultistepScheduler`]: `sample = alpha_t * clean + sigma_t * noise` at the sigma of the current
-              step (Karras sigmas included).
-            - [`EulerDiscreteScheduler`], [`EulerAncestralDiscreteScheduler`], [`HeunDiscreteScheduler`],
-              [`LMSDiscreteScheduler`]: `sample = clean + sigma * noise` at the sigma of the current step, which the
-              model sees divided by `sqrt(sigma**2 + 1)` (`scale_model_input`).
-
-        The sigma schedulers know the sigma of their current step only: call it between `set_timesteps` and the `step`
-        for `timestep`, with one timestep. Other schedulers raise a `ValueError`. For the sigma schedulers it relies on
-        private diffusers scheduler methods (`_init_step_index`, and `_sigma_to_alpha_sigma_t` for the DPM-Solver,
-        DEIS and UniPC family), which is why `diffusers` is pinned below 0.43.
-
-        Args:
-            model_output (`torch.Tensor`):
-                The UNet's output for `sample` (given to it through `scheduler.scale_model_input`).
-            sample (`torch.Tensor`):
-                The noisy sample the scheduler steps, `[B, bands, H, W]`.
-            timestep (`int`, `float` or `torch.Tensor`):
-                The scheduler timestep of `sample`, or per-sample timesteps (see above).
-
-        Returns:
-            `torch.Tensor`: the predicted clean sample, shaped like `sample`.
-        """
-        prediction_type = self.scheduler.config.prediction_type
-        if prediction_type in ("sample", "original_sample"):
-            return model_output
-        if prediction_type not in ("epsilon", "v_prediction"):
-            raise ValueError(
-                f"prediction_type must be 'epsilon', 'sample' or 'v_prediction', got {prediction_type!r}."
-            )
-        alpha_t, sigma_t, input_scale = self._noise_level(sample, timestep)
-        if prediction_type == "epsilon":
-            return (input_scale * sample - sigma_t * model_output) / alpha_t
-        return alpha_t * input_scale * sample - sigma_t * model_output  # v_prediction
-
-    def _model_output_for_clean(
-        self, clean: torch.Tensor, sample: torch.Tensor, timestep: int | float | torch.Tensor
-    ) -> torch.Tensor:
-        """Inverse of `predict_clean_sample`: the model output from which the scheduler infers `clean`."""
-        prediction_type = self.scheduler.config.prediction_type
-        if prediction_type in ("sample", "original_sample"):
-            return clean
-        alpha_t, sigma_t, input_scale = self._noise_level(sample, timestep)
-        epsilon = (input_scale * sample - alpha_t * clean) / sigma_t
-        if prediction_type == "epsilon":
-            return epsilon
-        return alpha_t * epsilon - sigma_t * clean  # v_prediction
-
-    def _denoise_tile(
+    def _denoise_tiles(
         self,
         rgb: torch.Tensor,
         noise: torch.Tensor,
@@ -353,40 +195,40 @@ class HSRDiffusionPipeline(DiffusionPipeline):
         rgb_consistency: bool,
         step_generators: list[torch.Generator],
         progress_bar,
-        tiles_per_step: int = 1,
+        tiles_per_step: int,
     ) -> torch.Tensor:
-        """Samples cubes `[N * num_samples, bands, h, w]` in [0, 1] for same-sized tiles `rgb` `[N, 3, h, w]` in [0, 1]
-        (one tile of several images, or several tiles stacked along N)."""
+        """Samples cubes `[K * N * S, bands, h, w]` in [0, 1] for same-sized tiles `rgb` `[K * N, 3, h, w]` in [0, 1]
+        from `noise` `[K * N * S, bands, h', w']` (`h'`, `w'`: the tile size padded to the UNet's multiple)."""
         device, dtype = self._execution_device, self.unet.dtype
         height, width = rgb.shape[-2:]
-        processor = self.image_processor
-        scale = self.config.residual_scale
-        # Condition: RGB [N * S, 3, h', w'], padded to the UNet's multiple (samples of one image adjacent), then the
-        # estimate when there is an estimator.
+        processor, scale = self.image_processor, self.config.residual_scale
+        # Condition: the RGB [K * N * S, 3, h', w'] (samples of one tile adjacent), then the estimate when there is an
+        # estimator, which the diffusion samples the residual of.
         rgb = processor.pad_to_multiple(rgb.to(device), self.downsample_factor).repeat_interleave(num_samples, dim=0)
         condition = [processor.normalize(rgb)]
         base = torch.zeros_like(noise, device=device)
         if self.estimator is not None:
-            base = processor.normalize(self.prepare_estimate(rgb))  # [N * S, bands, h', w']
+            base = processor.normalize(self.prepare_estimate(rgb))  # [K * N * S, bands, h', w']
             condition.append(base)
         condition = torch.cat(condition, dim=1).to(dtype)
 
         # Set timesteps; the noise at the scheduler's initial scale is the first sample.
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         sample = noise.to(device) * self.scheduler.init_noise_sigma
+        # The noise some schedulers add at every step comes from each image's own generator.
         accepts_generator = "generator" in inspect.signature(self.scheduler.step).parameters
-        # Denoise: condition first, then the noisy residual [N * S, 3 (+ bands) + bands, h', w'].
+        extra_step_kwargs = {"generator": step_generators} if accepts_generator else {}
+        # Denoise: condition first, then the noisy residual [K * N * S, 3 (+ bands) + bands, h', w'].
         for t in self.scheduler.timesteps:
             model_input = torch.cat([condition, self.scheduler.scale_model_input(sample, t).to(dtype)], dim=1)
-            model_output = self.unet(model_input, t).sample.float()  # [N * S, bands, h', w']
+            model_output = self.unet(model_input, t).sample.float()  # [K * N * S, bands, h', w']
             if rgb_consistency:
                 # Null-space step: make the predicted clean cube reproduce the RGB, keep what the camera cannot see.
-                clean = self.predict_clean_sample(model_output, sample, t)
+                clean = predict_clean_sample(self.scheduler, model_output, sample, t)
                 cube = processor.denormalize(base + clean / scale)
                 projected = processor.normalize(processor.project(cube, rgb).clamp(0.0, 1.0))
-                model_output = self._model_output_for_clean((projected - base) * scale, sample, t)
-            extra = {"generator": step_generators} if accepts_generator else {}
-            sample = self.scheduler.step(model_output, t, sample, **extra).prev_sample
+                model_output = model_output_for_clean_sample(self.scheduler, (projected - base) * scale, sample, t)
+            sample = self.scheduler.step(model_output, t, sample, **extra_step_kwargs).prev_sample
             progress_bar.update(tiles_per_step)
 
         # Un-pad, and project the final cube too: the scheduler's last step need not keep the projection exactly.
@@ -394,6 +236,19 @@ class HSRDiffusionPipeline(DiffusionPipeline):
         if rgb_consistency:
             return processor.project_and_clip(cube, rgb[..., :height, :width])
         return cube.clamp(0.0, 1.0)
+
+    def _mean_and_spread(
+        self, rows: torch.Tensor, num_samples: int, uncertainty_scale: torch.Tensor | None
+    ) -> dict[str, torch.Tensor | None]:
+        """`cubes`, the mean over samples, and `uncertainty`, their standard deviation times `uncertainty_scale`
+        (`None` for one sample), each `[N, bands, r, W]`, of rows `[N * S, bands, r, W]`."""
+        rows = rows.view(len(rows) // num_samples, num_samples, *rows.shape[1:])  # [N, S, bands, r, W]
+        spread = None
+        if num_samples > 1:  # (a group that finishes no rows has no spread to compute)
+            spread = rows.std(dim=1) if rows.numel() else rows[:, 0]
+        if spread is not None and uncertainty_scale is not None:
+            spread = spread * uncertainty_scale  # the calibration fitted on training scenes
+        return {"cubes": rows.mean(dim=1), "uncertainty": spread}
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
@@ -409,15 +264,18 @@ class HSRDiffusionPipeline(DiffusionPipeline):
         tile_overlap: int | None = None,
         output_type: str = "np",
         return_dict: bool = True,
+        input_space: str | None = None,
+        callback_on_tile_end: Callable[[DiffusionPipeline, int, dict], dict | None] | None = None,
     ) -> HSRPipelineOutput | tuple:
         r"""
         The call function to the pipeline for reconstruction.
 
         Args:
             image (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them):
-                Linear RGB input in the camera space the model was trained for (see `response`): a PIL image, a numpy
-                `(H, W, 3)` array (`uint8`, `uint16` or float in [0, 1]), a torch `(N, 3, H, W)` tensor in [0, 1], or a
-                list of same-sized images. Any height and width.
+                The RGB to reconstruct, any height and width: a PIL image (a photo: sRGB-encoded), a numpy `(H, W, 3)`
+                array (`uint8`, `uint16` or float in [0, 1]) or a torch `(N, 3, H, W)` tensor in [0, 1] (linear RGB in
+                the camera space of the pipeline's `response`, what the model was trained on), or a list of
+                same-sized images. `input_space` overrides the meaning.
             num_inference_steps (`int`, *optional*, defaults to the pipeline's `default_num_inference_steps`):
                 Number of denoising steps of the scheduler. The bundled model's default was chosen on its training
                 scenes by `benchmarks/ddpm_defaults.py`.
@@ -442,6 +300,17 @@ class HSRDiffusionPipeline(DiffusionPipeline):
                 `"np"` for `(N, H, W, bands)` numpy arrays or `"pt"` for `(N, bands, H, W)` tensors.
             return_dict (`bool`, *optional*, defaults to `True`):
                 Whether to return a [`HSRPipelineOutput`] instead of a tuple.
+            input_space (`str`, *optional*):
+                `"srgb"`: the image is an sRGB-encoded photo, converted to the model's linear camera RGB with
+                [`~hsr_diffusers.spectral.srgb_to_camera_rgb`] for the pipeline's `response`; `"linear"`: the image
+                already is linear camera RGB. Defaults to `"srgb"` for PIL images and `"linear"` for arrays and tensors.
+            callback_on_tile_end (`Callable`, *optional*):
+                Called after every group of tiles as `callback_on_tile_end(pipe, tiles_done, callback_kwargs)`, with
+                `callback_kwargs` holding `num_tiles`, `top` and the image rows `top`, `top + 1`, ... that no later
+                tile changes: `cubes` and `uncertainty` (`None` for one sample), in the layout of `output_type` (`(N,
+                rows, W, bands)` for `"np"`), possibly with no rows. A writer can store them as they come; when it
+                returns `{"cubes": None, "uncertainty": None}` the pipeline keeps nothing, so that memory holds a strip
+                of tiles instead of the cube, and returns `None` for both.
 
         Examples:
 
@@ -460,8 +329,8 @@ class HSRDiffusionPipeline(DiffusionPipeline):
         if num_samples < 1:
             raise ValueError(f"num_samples must be at least 1, got {num_samples}.")
 
-        # 2. Preprocess the RGB to [N, 3, H, W] in [0, 1]; each tile is padded to the UNet's multiple in `_denoise_tile`
-        rgb = self.image_processor.preprocess(image)
+        # 2. Preprocess to linear camera RGB [N, 3, H, W] in [0, 1]; each tile is padded to the UNet's multiple later
+        rgb = self.image_processor.preprocess(image, input_space=input_space)
         batch, _, height, width = rgb.shape
         multiple = self.downsample_factor
 
@@ -484,53 +353,44 @@ class HSRDiffusionPipeline(DiffusionPipeline):
         # batch stay independent (a list of generators, as in diffusers' `randn_tensor`).
         step_generators = [torch.Generator().manual_seed(seed) for seed in seeds]
 
-        # 4. Tile the image (one tile when `tile_size` is None) and denoise the tiles, several per UNet call when they
-        #    are small: a call on a 64-pixel tile is dominated by per-layer overhead, so stacking tiles up to the pixels
-        #    of one 256-pixel tile is faster per tile with no more memory than such a tile.
-        cubes = torch.zeros(batch * num_samples, self.num_bands, height, width)
-        weights = torch.zeros(1, 1, height, width)
-        tiles = list(self.image_processor.tiles(height, width, tile_size, tile_overlap))
-        tile_h, tile_w = tiles[0][2], tiles[0][3]  # every tile has the same size
-        padded_h, padded_w = tile_h + (-tile_h % multiple), tile_w + (-tile_w % multiple)
-        group = max(1, self.TILE_BATCH_PIXELS // (padded_h * padded_w * batch * num_samples))
-        with self.progress_bar(total=len(tiles) * num_inference_steps) as progress_bar:
-            for first in range(0, len(tiles), group):
-                chunk = tiles[first : first + group]
+        # 4. Denoise tile group by tile group (one tile when `tile_size` is None; small tiles several per UNet call),
+        #    and blend; rows that no later tile covers are final
+        copies = batch * num_samples
+        tiler = Tiler(
+            self.image_processor, height, width, tile_size, tile_overlap, multiple, copies, self.TILE_BATCH_PIXELS
+        )
+        kept, tiles_done = {"cubes": [], "uncertainty": []}, 0
+        with self.progress_bar(total=len(tiler) * num_inference_steps) as progress_bar:
+            for group in tiler.groups():
                 if latents is not None:
-                    noise = [latents[..., top : top + padded_h, left : left + padded_w] for top, left, *_ in chunk]
+                    noise = tiler.crop(latents, group, padded=True)
                 else:
-                    noise = [
-                        position_noise(seed, s, top, left, padded_h, padded_w, self.num_bands)
-                        for top, left, *_ in chunk
-                        for seed in seeds
-                        for s in range(num_samples)
-                    ]  # tile-major, then image, then sample: the order of `rgb` below after repeat_interleave
-                sampled = self._denoise_tile(
-                    torch.cat([rgb[..., top : top + tile_h, left : left + tile_w] for top, left, *_ in chunk]),
-                    torch.cat(noise) if latents is not None else torch.stack(noise),
+                    noise = tiler.position_noise(group, seeds, num_samples, self.num_bands)
+                sampled = self._denoise_tiles(
+                    tiler.crop(rgb, group),
+                    noise,
                     num_inference_steps,
                     num_samples,
                     rgb_consistency,
-                    [step_generators[i] for _ in chunk for i in range(batch) for _ in range(num_samples)],
+                    [step_generators[i] for _ in group.tiles for i in range(batch) for _ in range(num_samples)],
                     progress_bar,
-                    tiles_per_step=len(chunk),
+                    tiles_per_step=len(group.tiles),
                 )  # [K * N * S, bands, h, w]
-                for (top, left, _, _, weight), tile in zip(chunk, sampled.split(batch * num_samples)):
-                    cubes[..., top : top + tile_h, left : left + tile_w] += tile.cpu().float() * weight
-                    weights[..., top : top + tile_h, left : left + tile_w] += weight
-        cubes /= weights  # [N * S, bands, H, W]
+                top, rows = tiler.blend(group, sampled)  # [N * S, bands, r, W]
 
-        # 5. Mean and spread over samples
-        cubes = cubes.view(batch, num_samples, self.num_bands, height, width)
-        uncertainty = cubes.std(dim=1, unbiased=num_samples > 1) if num_samples > 1 else None
-        if uncertainty is not None and uncertainty_scale is not None:
-            uncertainty = uncertainty * uncertainty_scale  # the calibration fitted on training scenes
-        cubes = cubes.mean(dim=1)
+                # 5. Mean and spread over samples, of the finished rows
+                rows = self._mean_and_spread(rows, num_samples, uncertainty_scale)
+                if output_type == "np":
+                    rows = {k: None if v is None else v.permute(0, 2, 3, 1).numpy() for k, v in rows.items()}
+                tiles_done += len(group.tiles)
+                if callback_on_tile_end is not None:
+                    callback_kwargs = {"num_tiles": len(tiler), "top": top, **rows}
+                    rows.update(callback_on_tile_end(self, tiles_done, callback_kwargs) or {})
+                for name, value in rows.items():
+                    kept[name].append(value)
 
-        # 6. Post-process
-        if output_type == "np":
-            cubes = cubes.permute(0, 2, 3, 1).numpy()
-            uncertainty = None if uncertainty is None else uncertainty.permute(0, 2, 3, 1).numpy()
+        # 6. Post-process: the rows into cubes
+        cubes, uncertainty = concatenate_rows(kept["cubes"]), concatenate_rows(kept["uncertainty"])
 
         # 7. Offload all models
         self.maybe_free_model_hooks()

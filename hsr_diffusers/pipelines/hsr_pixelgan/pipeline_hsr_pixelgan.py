@@ -1,245 +1,30 @@
-import torch
-from diffusers import DiffusionPipeline
-from diffusers.models import ModelMixin
-from diffusers.utils import logging, replace_example_docstring
+"""Old home of the feed-forward pipeline, kept because module paths are part of the checkpoint format (STYLE.md):
+`HSRPixelGANPipeline` is now [`~hsr_diffusers.pipelines.hsr_feedforward.HSRFeedForwardPipeline`]."""
 
-from hsr_diffusers.image_processor import HSRImageProcessor, PipelineImageInput
-from hsr_diffusers.models.root_polynomial import RootPolynomialRegression
-from hsr_diffusers.pipelines.pipeline_output import HSRPipelineOutput
-from hsr_diffusers.spectral import DEFAULT_RESPONSE, WAVELENGTHS
+import warnings
+
+from hsr_diffusers.pipelines.hsr_feedforward.pipeline_hsr_feedforward import HSRFeedForwardPipeline
 
 
-logger = logging.get_logger(__name__)
+__all__ = ["HSRFeedForwardPipeline"]  # and `HSRPixelGANPipeline`, through `__getattr__`
 
-EXAMPLE_DOC_STRING = """
-    Examples:
-        ```py
-        >>> import PIL.Image
-        >>> from hsr_diffusers import HSRPipeline
-
-        >>> pipe = HSRPipeline.from_pretrained("hsr-diffusers/pixelgan-cave")
-        >>> cube = pipe(PIL.Image.open("photo.png").convert("RGB")).cubes[0]  # (H, W, 31)
-        ```
-"""
+DEPRECATED_NAMES = {"HSRPixelGANPipeline": HSRFeedForwardPipeline}
 
 
-class HSRPixelGANPipeline(DiffusionPipeline):
-    r"""
-    Feed-forward spectral reconstruction: runs any feed-forward generator, one forward pass per tile. It ships the
-    pixel-based cGAN of the method (a pix2pix U-Net generator trained with L1 and a PixelGAN/PatchGAN loss), but the
-    name is historical: AWAN, MST++ and the root-polynomial regression run through it unchanged (`train_pixelgan.py
-    --model awan`, `train_regression.py`), and so does any new model that meets the generator contract below.
+def deprecated_name(module: str, name: str):
+    """The class an old name stands for, with a `FutureWarning` (the module-level `__getattr__` of the modules that
+    exported the old name)."""
+    if name not in DEPRECATED_NAMES:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    new = DEPRECATED_NAMES[name]
+    warnings.warn(
+        f"{name} is deprecated and will be removed in a future release; use {new.__name__}, the same class "
+        f"(`from hsr_diffusers import {new.__name__}`).",
+        FutureWarning,
+        stacklevel=3,
+    )
+    return new
 
-    This model inherits from [`DiffusionPipeline`]. Check the superclass documentation for the generic methods
-    implemented for all pipelines (downloading, saving, running on a particular device, etc.).
 
-    The generator contract (what a new model must provide to run here and in the training scripts):
-
-    - a `ModelMixin, ConfigMixin` class with `in_channels` (3, plus `bands` when an estimator is set) and
-      `out_channels` (`bands`) in its config;
-    - `forward(rgb)` on `[N, in_channels, H, W]` in [-1, 1] returning an [`~hsr_diffusers.models.HSRModelOutput`]
-      whose `sample` is the cube `[N, out_channels, H, W]` in [-1, 1] (the pipeline reads `.sample`);
-    - a `downsample_factor` attribute or property: the pipeline pads every tile to a multiple of it (1 for a network
-      that takes any size);
-    - determinism in eval mode (`from_pretrained` returns eval mode; the pipeline never draws noise).
-
-    Args:
-        unet ([`HSRPixelGANGenerator`], [`AWAN`], [`MSTPlusPlus`], [`RootPolynomialRegression`] or any generator
-            meeting the contract above):
-            Maps `[N, in_channels, H, W]` (RGB in [-1, 1], then the estimate when an estimator is set) to the cube in
-            [-1, 1]. Called `unet` as in the diffusion pipeline, because `generator` means a `torch.Generator` in
-            diffusers.
-        estimator ([`RootPolynomialRegression`], *optional*):
-            When set, the network sees the estimate as extra input channels and predicts the residual to it.
-        wavelengths (`list[int]`, *optional*, defaults to 400..700 step 10):
-            Band centres in nm, stored in `model_index.json`.
-        response (`str` or `list[list[float]]`, *optional*, defaults to `"cie1964_ntire2020"`):
-            Camera response the model was trained with; defines the RGB-consistency projection.
-        project_estimate (`bool`, *optional*, defaults to `True`):
-            Whether the estimate is made RGB-consistent before use (must match training).
-        default_tile_size (`int`, *optional*):
-            Tile size used when `__call__` gets no `tile_size`, for networks whose memory grows faster than the image
-            (AWAN's non-local block). `None`: whole images.
-        default_tile_overlap (`int`, *optional*, defaults to 32):
-            Tile overlap used when `__call__` gets no `tile_overlap`.
-    """
-
-    model_cpu_offload_seq = "unet"
-    _optional_components = ["estimator"]
-
-    def __init__(
-        self,
-        unet: ModelMixin,
-        estimator: RootPolynomialRegression | None = None,
-        wavelengths: list[int] | None = None,
-        response: str | list = DEFAULT_RESPONSE,
-        project_estimate: bool = True,
-        default_tile_size: int | None = None,
-        default_tile_overlap: int = 32,
-    ):
-        super().__init__()
-        self.register_modules(unet=unet, estimator=estimator)
-        wavelengths = list(WAVELENGTHS if wavelengths is None else wavelengths)
-        self.register_to_config(
-            wavelengths=wavelengths,
-            response=response,
-            project_estimate=project_estimate,
-            default_tile_size=default_tile_size,
-            default_tile_overlap=default_tile_overlap,
-        )
-        self.num_bands = (
-            getattr(unet.config, "out_channels", len(wavelengths)) if unet is not None else len(wavelengths)
-        )
-        if self.num_bands != len(wavelengths):
-            raise ValueError(
-                f"unet.config.out_channels={self.num_bands} but {len(wavelengths)} wavelengths are given."
-            )
-        if unet is not None:
-            expected = 3 + (self.num_bands if estimator is not None else 0)
-            if unet.config.in_channels != expected:
-                raise ValueError(f"unet.config.in_channels must be {expected}, got {unet.config.in_channels}.")
-        self.image_processor = HSRImageProcessor(wavelengths, response)
-
-    @property
-    def downsample_factor(self) -> int:
-        return self.unet.downsample_factor
-
-    # Copied from hsr_diffusers.pipelines.hsr_diffusion.pipeline_hsr_diffusion.HSRDiffusionPipeline.check_inputs
-    def check_inputs(self, output_type: str, tile_size: int | None, tile_overlap: int):
-        if output_type not in ("np", "pt"):
-            raise ValueError(f"output_type must be 'np' or 'pt', got {output_type!r}.")
-        if tile_size is not None and (tile_size < 2 * tile_overlap + 8 or tile_size % self.downsample_factor):
-            raise ValueError(
-                f"tile_size must be a multiple of {self.downsample_factor} and larger than 2 * tile_overlap + 8, "
-                f"got tile_size={tile_size}, tile_overlap={tile_overlap}."
-            )
-        if tile_overlap < 0:
-            raise ValueError(f"tile_overlap must be non-negative, got {tile_overlap}.")
-
-    # Copied from hsr_diffusers.pipelines.hsr_diffusion.pipeline_hsr_diffusion.HSRDiffusionPipeline.prepare_estimate
-    def prepare_estimate(self, rgb: torch.Tensor) -> torch.Tensor:
-        """
-        The estimator's cube `[N, bands, H, W]` in [0, 1] for linear RGB `[N, 3, H, W]` in [0, 1], made RGB-consistent
-        when `project_estimate` is set. The training script calls this too, so that training and sampling condition on
-        the same estimate.
-        """
-        estimate = self.image_processor.denormalize(self.estimator(self.image_processor.normalize(rgb)).sample.float())
-        if self.config.project_estimate:
-            return self.image_processor.project_and_clip(estimate, rgb)
-        return estimate.clamp(0.0, 1.0)
-
-    def predict(self, rgb: torch.Tensor) -> torch.Tensor:
-        """
-        The network's cube `[N, bands, H, W]` in [-1, 1] units for linear RGB `[N, 3, H, W]` in [0, 1] of a size the
-        network accepts, before clipping and projection. The training script calls this, so that its loss sees exactly
-        what the pipeline returns.
-        """
-        model_input = self.image_processor.normalize(rgb)
-        if self.estimator is None:
-            return self.unet(model_input.to(self.unet.dtype)).sample.float()
-        estimate = self.image_processor.normalize(self.prepare_estimate(rgb))  # [N, bands, H, W]
-        model_input = torch.cat([model_input, estimate], dim=1).to(self.unet.dtype)
-        return estimate + self.unet(model_input).sample.float()
-
-    def _warn_ignored(self, names: list[str]):
-        """Warns once per pipeline and argument that a sampling argument of the diffusion pipeline has no effect here."""
-        warned = self.__dict__.setdefault("_warned_ignored", set())
-        new = [name for name in names if name not in warned]
-        if new:
-            warned.update(new)
-            logger.warning(
-                f"{', '.join(new)} ignored: {self.__class__.__name__} runs a deterministic network in one pass, so it "
-                "has no steps, samples or noise (the output is the same cube and `uncertainty` is None)."
-            )
-
-    @torch.no_grad()
-    @replace_example_docstring(EXAMPLE_DOC_STRING)
-    def __call__(
-        self,
-        image: PipelineImageInput,
-        num_inference_steps: int | None = None,
-        num_samples: int = 1,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        rgb_consistency: bool = True,
-        tile_size: int | None = None,
-        tile_overlap: int | None = None,
-        output_type: str = "np",
-        return_dict: bool = True,
-    ) -> HSRPipelineOutput | tuple:
-        r"""
-        The call function to the pipeline for reconstruction.
-
-        Args:
-            image (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor` or a list of them):
-                Linear RGB input in the camera space the model was trained for (see `response`): a PIL image, a numpy
-                `(H, W, 3)` array (`uint8`, `uint16` or float in [0, 1]), a torch `(N, 3, H, W)` tensor in [0, 1], or a
-                list of same-sized images. Any height and width.
-            num_inference_steps (`int`, *optional*):
-                Ignored, with a warning: one forward pass has no steps. Accepted, as are `num_samples` and
-                `generator`, so that the call written for [`HSRDiffusionPipeline`] runs unchanged on any model that
-                `HSRPipeline.from_pretrained` returns.
-            num_samples (`int`, *optional*, defaults to 1):
-                Ignored beyond checking it, with a warning when above 1: every sample of a deterministic network is
-                the same cube, so `cubes` holds it once per image and `uncertainty` is `None`.
-            generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
-                Ignored, with a warning: nothing is random.
-            rgb_consistency (`bool`, *optional*, defaults to `True`):
-                Projects the output onto the cubes in [0, 1] that render to the input RGB, so that it reproduces the
-                input within quantisation (see [`~HSRImageProcessor.project_and_clip`]).
-            tile_size (`int`, *optional*, defaults to the pipeline's `default_tile_size`):
-                Processes the image in overlapping tiles of this size, blended linearly across `tile_overlap` pixels;
-                memory then depends on the tile, not the image.
-            tile_overlap (`int`, *optional*, defaults to the pipeline's `default_tile_overlap`):
-                Overlap between tiles in pixels.
-            output_type (`str`, *optional*, defaults to `"np"`):
-                `"np"` for `(N, H, W, bands)` numpy arrays or `"pt"` for `(N, bands, H, W)` tensors.
-            return_dict (`bool`, *optional*, defaults to `True`):
-                Whether to return a [`HSRPipelineOutput`] instead of a tuple.
-
-        Examples:
-
-        Returns:
-            [`HSRPipelineOutput`] or `tuple`: the cubes, and `None` as uncertainty.
-        """
-        # 1. Check inputs and convert the RGB to [N, 3, H, W] in [0, 1]
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be at least 1, got {num_samples}.")
-        ignored = {
-            "num_inference_steps": num_inference_steps is not None,
-            "num_samples": num_samples > 1,
-            "generator": generator is not None,
-        }
-        self._warn_ignored([name for name, given in ignored.items() if given])
-        tile_size = self.config.default_tile_size if tile_size is None else tile_size
-        tile_overlap = self.config.default_tile_overlap if tile_overlap is None else tile_overlap
-        self.check_inputs(output_type, tile_size, tile_overlap)
-        rgb = self.image_processor.preprocess(image)
-        batch, _, height, width = rgb.shape
-        device = self._execution_device
-
-        # 2. Run the network tile by tile (one tile when `tile_size` is None) and blend
-        cubes = torch.zeros(batch, self.num_bands, height, width)
-        weights = torch.zeros(1, 1, height, width)
-        num_tiles = self.image_processor.num_tiles(height, width, tile_size, tile_overlap)
-        with self.progress_bar(total=num_tiles) as progress_bar:
-            for top, left, tile_h, tile_w, weight in self.image_processor.tiles(
-                height, width, tile_size, tile_overlap
-            ):
-                rgb_tile = rgb[..., top : top + tile_h, left : left + tile_w].to(device)  # [N, 3, h, w]
-                padded = self.image_processor.pad_to_multiple(rgb_tile, self.downsample_factor)
-                cube = self.image_processor.denormalize(self.predict(padded))[..., :tile_h, :tile_w]
-                if rgb_consistency:
-                    cube = self.image_processor.project_and_clip(cube, rgb_tile)
-                cubes[..., top : top + tile_h, left : left + tile_w] += cube.clamp(0.0, 1.0).cpu().float() * weight
-                weights[..., top : top + tile_h, left : left + tile_w] += weight
-                progress_bar.update()
-        cubes /= weights  # [N, bands, H, W]
-
-        # 3. Post-process
-        if output_type == "np":
-            cubes = cubes.permute(0, 2, 3, 1).numpy()
-        self.maybe_free_model_hooks()
-
-        if not return_dict:
-            return (cubes, None)
-        return HSRPipelineOutput(cubes=cubes, uncertainty=None)
+def __getattr__(name: str):
+    return deprecated_name(__name__, name)

@@ -1,4 +1,6 @@
+import importlib
 import inspect
+import json
 
 import numpy as np
 import pytest
@@ -7,9 +9,9 @@ import torch
 from hsr_diffusers import (
     AWAN,
     HSRDiffusionPipeline,
+    HSRFeedForwardPipeline,
     HSRPipeline,
     HSRPixelGANGenerator,
-    HSRPixelGANPipeline,
     MSTPlusPlus,
     RootPolynomialRegression,
 )
@@ -24,8 +26,8 @@ def tiny_generator(in_channels: int = 3) -> HSRPixelGANGenerator:
     return HSRPixelGANGenerator(in_channels=in_channels, out_channels=31, num_downs=3, ngf=4)
 
 
-class TestHSRPixelGANPipeline(HSRPipelineTesterMixin):
-    pipeline_class = HSRPixelGANPipeline
+class TestHSRFeedForwardPipeline(HSRPipelineTesterMixin):
+    pipeline_class = HSRFeedForwardPipeline
 
     def get_dummy_components(self):
         return {"unet": tiny_generator()}
@@ -111,11 +113,39 @@ class TestHSRPixelGANPipeline(HSRPipelineTesterMixin):
 def test_copied_code_is_in_sync():
     for name in ("check_inputs", "prepare_estimate"):
         source = inspect.getsource(getattr(HSRDiffusionPipeline, name))
-        copy = inspect.getsource(getattr(HSRPixelGANPipeline, name))
-        assert source == copy, f"{name} in HSRPixelGANPipeline drifted from HSRDiffusionPipeline"
+        copy = inspect.getsource(getattr(HSRFeedForwardPipeline, name))
+        assert source == copy, f"{name} in HSRFeedForwardPipeline drifted from HSRDiffusionPipeline"
 
 
 def test_unknown_pipeline_class_lists_known_ones(tmp_path):
     (tmp_path / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
-    with pytest.raises(ValueError, match="HSRDiffusionPipeline, HSRPixelGANPipeline"):
+    with pytest.raises(ValueError, match="HSRDiffusionPipeline, HSRFeedForwardPipeline"):
         HSRPipeline.from_pretrained(tmp_path)
+
+
+def test_is_not_a_sampler():
+    assert HSRFeedForwardPipeline(unet=tiny_generator()).is_sampler is False
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["hsr_diffusers", "hsr_diffusers.pipelines", "hsr_diffusers.pipelines.hsr_pixelgan.pipeline_hsr_pixelgan"],
+)
+def test_old_name_and_module_path_still_import_with_a_warning(module):
+    with pytest.warns(FutureWarning, match="HSRFeedForwardPipeline"):
+        old = getattr(importlib.import_module(module), "HSRPixelGANPipeline")
+    assert old is HSRFeedForwardPipeline
+
+
+def test_checkpoint_saved_under_the_old_name_loads(tmp_path):
+    # Checkpoints written before the rename (the bundled pixelgan-cave among them) name the old class.
+    pipe = HSRFeedForwardPipeline(unet=tiny_generator())
+    pipe.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["_class_name"] == "HSRFeedForwardPipeline"
+    (tmp_path / "model_index.json").write_text(json.dumps({**index, "_class_name": "HSRPixelGANPipeline"}))
+    rgb8 = HSRPipelineTesterMixin.rgb8()
+    for loaded in (HSRPipeline.from_pretrained(tmp_path), HSRFeedForwardPipeline.from_pretrained(tmp_path)):
+        assert type(loaded) is HSRFeedForwardPipeline
+        loaded.set_progress_bar_config(disable=True)
+        np.testing.assert_array_equal(loaded(rgb8).cubes, pipe(rgb8).cubes)
