@@ -1,4 +1,4 @@
-"""Train the pixel-based cGAN of hsr-diffusers (`HSRPixelGANPipeline`), or a feed-forward baseline, with 🤗 accelerate.
+"""Train the pixel-based cGAN of hsr-diffusers (`HSRFeedForwardPipeline`), or a feed-forward baseline, with 🤗 accelerate.
 
     accelerate launch train_scripts/train_pixelgan.py --train_data_dir data/cave --model_config small --output_dir gan-cave
 
@@ -25,7 +25,7 @@ from script_losses import spectral_loss
 from hsr_diffusers import (
     AWAN,
     HSRPixelGANGenerator,
-    HSRPixelGANPipeline,
+    HSRFeedForwardPipeline,
     MSTPlusPlus,
     PatchDiscriminator,
     PixelDiscriminator,
@@ -96,7 +96,7 @@ def main(args: argparse.Namespace) -> None:
     # 2. Models: optional closed-form estimator, generator (registered as `unet`), discriminator
     released = None
     if args.pretrained_model_name_or_path:
-        released = script_data.load_released(args, HSRPixelGANPipeline, wavelengths)
+        released = script_data.load_released(args, HSRFeedForwardPipeline, wavelengths)
     estimator = script_data.load_or_fit_estimator(
         args, accelerator, train_split, response, wavelengths, released=released
     )
@@ -119,7 +119,7 @@ def main(args: argparse.Namespace) -> None:
     # spectral attention pooled over all pixels): like the DDPM, the released pipeline runs on tiles of four training
     # patches by default, close to what training saw, with memory bounded (AWAN's block costs the square of the pixels).
     default_tile_size = 4 * args.resolution
-    pipeline = HSRPixelGANPipeline(
+    pipeline = HSRFeedForwardPipeline(
         unet=unet,
         estimator=estimator,
         wavelengths=wavelengths,
@@ -159,7 +159,7 @@ def main(args: argparse.Namespace) -> None:
         for batch in progress.epoch_batches(epoch, train_dataset, train_dataloader):
             real_a, real_b = batch["rgb"], batch["cube"]  # pix2pix names: A = RGB, B = cube, both in [-1, 1]
             with accelerator.accumulate(unet, discriminator):
-                # Generator forward, as HSRPixelGANPipeline.predict does it, through the (possibly wrapped) module.
+                # Generator forward, as HSRFeedForwardPipeline.predict does it, through the (possibly wrapped) module.
                 model_input, base = real_a, 0.0
                 if estimator is not None:
                     with torch.no_grad():
@@ -226,9 +226,9 @@ def main(args: argparse.Namespace) -> None:
     script_training.end_training(accelerator)
 
 
-def build_pipeline(accelerator, unet, ema_unet, pipeline) -> HSRPixelGANPipeline:
+def build_pipeline(accelerator, unet, ema_unet, pipeline) -> HSRFeedForwardPipeline:
     """The released pipeline: the (EMA) generator, the estimator and the pipeline config."""
-    return HSRPixelGANPipeline(
+    return HSRFeedForwardPipeline(
         unet=script_training.released_model(accelerator, unet, ema_unet),
         estimator=pipeline.estimator,
         wavelengths=pipeline.config.wavelengths,

@@ -1,4 +1,4 @@
-"""Fit the root-polynomial regression floor (Finlayson et al. 2015) and save it as a loadable `HSRPixelGANPipeline`.
+"""Fit the root-polynomial regression floor (Finlayson et al. 2015) and save it as a loadable `HSRFeedForwardPipeline`.
 
     python train_scripts/train_regression.py --train_data_dir data/cave --output_dir runs/root-poly-cave
 
@@ -6,7 +6,7 @@ Closed-form least squares from root-polynomial RGB features to the bands, fitted
 with the RGB rendered exactly as the training scripts render it (`hsr_diffusers.fit_root_polynomial`,
 the same fit as the residual estimator of `train_ddpm.py` and `train_pixelgan.py`). Seconds on a CPU.
 
-The result is saved as an `HSRPixelGANPipeline` whose `unet` is the `RootPolynomialRegression`: despite its name, that
+The result is saved as an `HSRFeedForwardPipeline` whose `unet` is the `RootPolynomialRegression`: despite its name, that
 pipeline runs any feed-forward generator (the pix2pix generator, AWAN, MST++, this regression), and the contract a
 generator meets is written in its class docstring (`hsr_diffusers/pipelines/hsr_pixelgan/pipeline_hsr_pixelgan.py`).
 The saved folder loads with `HSRPipeline.from_pretrained` and evaluates with `hsr evaluate` like every learned model;
@@ -29,7 +29,7 @@ import script_validation
 from accelerate import Accelerator
 from script_model_card import format_metrics
 
-from hsr_diffusers import HSRPixelGANPipeline
+from hsr_diffusers import HSRFeedForwardPipeline
 from hsr_diffusers.models import fit_root_polynomial
 
 
@@ -103,7 +103,7 @@ def main(args: argparse.Namespace) -> None:
     logger.info("Fitted degree-%d root polynomial on %d pixels in %.1f s.", args.degree, num_pixels, fit_seconds)
 
     # 3. The released pipeline: the feed-forward pipeline with the regression as the whole model, registered as `unet`
-    pipeline = HSRPixelGANPipeline(unet=model, wavelengths=wavelengths, response=response)
+    pipeline = HSRFeedForwardPipeline(unet=model, wavelengths=wavelengths, response=response)
     pipeline.set_progress_bar_config(disable=True)
     values, _ = script_validation.validate(pipeline, validation_split, args, response, wavelengths, accelerator, {})
     pipeline.save_pretrained(args.output_dir)
@@ -120,7 +120,7 @@ def write_model_card(args, train_split, num_pixels, fit_seconds, values, respons
 
 The closed-form floor of hsr-diffusers: per pixel, the spectrum is a linear map of the {num_terms} root-polynomial terms
 of the linear RGB (Finlayson, Mackiewicz and Hurlbert, IEEE TIP 2015), fitted by least squares. Exposure invariant, no
-spatial context, no iterations: every learned model should beat it. Saved as an `HSRPixelGANPipeline` (the pipeline for
+spatial context, no iterations: every learned model should beat it. Saved as an `HSRFeedForwardPipeline` (the pipeline for
 any feed-forward generator) whose `unet` is a `RootPolynomialRegression`; the pipeline's RGB-consistency projection
 applies as for the other models.
 

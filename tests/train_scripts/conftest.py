@@ -113,12 +113,12 @@ def tiny_ddpm_release(tiny_dataset, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_pixelgan_release(tiny_dataset, tmp_path_factory) -> Path:
-    """A saved residual `HSRPixelGANPipeline` with the tiny preset's generator."""
-    from hsr_diffusers import HSRPixelGANGenerator, HSRPixelGANPipeline
+    """A saved residual `HSRFeedForwardPipeline` with the tiny preset's generator."""
+    from hsr_diffusers import HSRPixelGANGenerator, HSRFeedForwardPipeline
 
     torch.manual_seed(0)
     generator = HSRPixelGANGenerator(in_channels=3 + 31, out_channels=31, num_downs=3, ngf=8, norm_type="instance")
-    pipeline = HSRPixelGANPipeline(unet=generator, estimator=tiny_estimator(tiny_dataset), default_tile_size=32)
+    pipeline = HSRFeedForwardPipeline(unet=generator, estimator=tiny_estimator(tiny_dataset), default_tile_size=32)
     folder = tmp_path_factory.mktemp("pixelgan_release")
     pipeline.save_pretrained(folder)
     return folder

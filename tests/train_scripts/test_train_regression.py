@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from hsr_diffusers import HSRPipeline, HSRPixelGANPipeline, RootPolynomialRegression
+from hsr_diffusers import HSRPipeline, HSRFeedForwardPipeline, RootPolynomialRegression
 from hsr_diffusers.data import build_dataset, save_cube
 from hsr_diffusers.spectral import render_rgb, rendering_matrix
 
@@ -52,7 +52,7 @@ def test_fit_recovers_the_ground_truth_and_loads(tmp_path, rgb_mode, degree, tol
     )
 
     pipe = HSRPipeline.from_pretrained(out)
-    assert isinstance(pipe, HSRPixelGANPipeline) and isinstance(pipe.unet, RootPolynomialRegression)
+    assert isinstance(pipe, HSRFeedForwardPipeline) and isinstance(pipe.unet, RootPolynomialRegression)
     assert pipe.unet.config.degree == degree and pipe.config.wavelengths == list(range(400, 701, 10))
     if degree == 1:
         weight = pipe.unet.weight.detach().double().numpy()  # [3, 31]

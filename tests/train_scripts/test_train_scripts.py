@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hsr_diffusers import HSRDiffusionPipeline, HSRPipeline, HSRPixelGANPipeline
+from hsr_diffusers import HSRDiffusionPipeline, HSRPipeline, HSRFeedForwardPipeline
 from hsr_diffusers.spectral import DEFAULT_RESPONSE
 
 from ..testing_utils import slow
@@ -124,7 +124,7 @@ def test_train_pixelgan_on_a_raw_cave_download_stops_at_its_time_budget(raw_cave
     assert (out / "discriminator" / "diffusion_pytorch_model.safetensors").is_file()
     assert {p.name for p in (out / "checkpoint-2").iterdir()} >= {"unet", "discriminator"}
     pipe = HSRPipeline.from_pretrained(out)
-    assert isinstance(pipe, HSRPixelGANPipeline)
+    assert isinstance(pipe, HSRFeedForwardPipeline)
     assert "discriminator" not in pipe.components  # the pipeline never registers D
     assert pipe.config.default_tile_size == 4 * 32  # four tiny-preset patches
 
@@ -381,4 +381,4 @@ def test_accelerate_launch_two_cpu_processes(tiny_dataset, tmp_path):
     assert "step 1: val/mrae" in log  # metrics gathered over both processes
     assert "2 process(es)" in (tmp_path / "README.md").read_text()  # a second rank really ran
     assert (tmp_path / "model_index.json").is_file()
-    assert isinstance(HSRPipeline.from_pretrained(tmp_path), HSRPixelGANPipeline)
+    assert isinstance(HSRPipeline.from_pretrained(tmp_path), HSRFeedForwardPipeline)
