@@ -223,7 +223,7 @@ def format_summary(summary: list[dict], condition: str) -> str:
             continue
         cells = [entry["method"], entry["trained_on"]]
         for key in ("icvl_rmse", "icvl_sam", "cave_rmse", "cave_sam", "cave2_rmse", "cave2_sam"):
-            cells.append(f"{entry[key]:.4f}")
+            cells.append("–" if np.isnan(entry[key]) else f"{entry[key]:.4f}")
         for key in ("icvl_within_2sigma", "cave_within_2sigma"):
             cells.append("–" if entry[key] is None else f"{100 * entry[key]:.1f} %")
         lines.append("| " + " | ".join(cells) + " |")

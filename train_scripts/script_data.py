@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import datasets
+import numpy as np
 import script_args
 import torch
 
@@ -256,6 +257,20 @@ def load_released(args, pipeline_class, wavelengths: list):
     return released
 
 
+def estimator_cubes(args, train_split, response: str, num_patches: int = 256):
+    """
+    What the estimator is fitted on: the training scenes as stored, or, when the run relights, sets the exposure or
+    weights several sources, `num_patches` training patches drawn as training draws them (epoch 0, seeded), so that
+    the estimate is fitted on the radiance and levels that the network will see.
+    """
+    transformed = getattr(args, "relight", "none") != "none" or getattr(args, "exposure", "none") != "none"
+    if not transformed and getattr(args, "train_data_weights", None) is None:
+        return train_split
+    patches = make_train_dataset(args, train_split, response)
+    order = np.random.default_rng(args.seed).permutation(len(patches))[:num_patches]
+    return ((patches[int(index)]["cube"].numpy().transpose(1, 2, 0) + 1) / 2 for index in order)
+
+
 def load_or_fit_estimator(
     args, accelerator, train_split, response, wavelengths, released=None
 ) -> RootPolynomialRegression | None:
@@ -276,7 +291,12 @@ def load_or_fit_estimator(
             estimator = RootPolynomialRegression.from_pretrained(estimator_dir)
         else:
             estimator = fit_root_polynomial(
-                train_split, response, wavelengths, args.rgb_mode, args.root_poly_degree, seed=args.seed
+                estimator_cubes(args, train_split, response),
+                response,
+                wavelengths,
+                args.rgb_mode,
+                args.root_poly_degree,
+                seed=args.seed,
             )
             if accelerator.is_main_process:
                 estimator.save_pretrained(estimator_dir)

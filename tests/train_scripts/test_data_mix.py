@@ -70,3 +70,20 @@ def test_one_value_per_source(raw_cave_folder, raw_icvl_strips, tmp_path):
         train_pixelgan.parse_args([*flags, "--train_data_weights", "1"])
     with pytest.raises(ValueError, match="non-negative"):
         train_pixelgan.parse_args([*flags, "--train_data_weights", "1", "-1"])
+
+
+def test_the_estimator_is_fitted_on_relit_patches(raw_cave_folder, raw_icvl_strips, tmp_path):
+    import script_data
+    import train_pixelgan
+
+    argv = common_args(raw_cave_folder, tmp_path / "run", 1, "--resolution", "16")
+    argv.insert(argv.index(str(raw_cave_folder)) + 1, str(raw_icvl_strips))
+    args = train_pixelgan.parse_args(argv)
+    from accelerate import Accelerator
+
+    train, _, response, _ = script_data.load_splits(args, Accelerator(cpu=True))
+    assert script_data.estimator_cubes(args, train, response) is train  # nothing transformed: the stored scenes
+    args.relight = "cave"
+    cubes = list(script_data.estimator_cubes(args, train, response, num_patches=5))
+    assert len(cubes) == 5 and all(cube.shape == (16, 16, 31) for cube in cubes)
+    assert all(0.0 <= cube.min() and cube.max() <= 1.0 for cube in cubes)
