@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cave_tables import budget_section
 from common import RESULTS_DIR, machine_info
 
 from hsr_diffusers.data import get_split, load_cube
@@ -271,6 +272,8 @@ def build_report(args, rows, coverage, methods) -> tuple[str, list[dict]]:
         "the training scenes named in 'Trained on' (cave12: the 12 training scenes of the CAVE split; icvl36: the 36 "
         "training strips).",
     ]
+    if args.model_paths:
+        parts += ["## Training budgets", budget_section(args.model_paths)]
     for condition in args.conditions:
         parts += [f"## Summary, `{condition}` input: {CONDITIONS[condition]}", format_summary(summary, condition)]
     for condition in args.conditions:

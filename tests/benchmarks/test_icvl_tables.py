@@ -32,7 +32,7 @@ def test_icvl_tables_scores_models_and_floors_per_scene(tmp_path):
     assert 0 < floor["rmse"] < untrained["rmse"]  # the fitted floor beats an untrained network
     text = output.read_text()
     assert "| mlp | nothing |" in text and "| floor_icvl | icvl36 |" in text
-    assert "## Per scene, ICVL, `noise_jpeg` input" in text
+    assert "## Per scene, ICVL, `noise_jpeg` input" in text and "## Training budgets" in text
 
 
 def test_models_and_labels_are_checked():
