@@ -4,6 +4,7 @@ import json
 
 # benchmarks/ is on the test path (pyproject.toml), as it is on a benchmark's own when it runs.
 import icvl_tables
+import numpy as np
 import torch
 
 from hsr_diffusers import HSRPixelGANPipeline, PixelMLP
@@ -42,3 +43,17 @@ def test_models_and_labels_are_checked():
         icvl_tables.parse_args(["--models", "floor_cave=somewhere"])
     with pytest.raises(SystemExit):
         icvl_tables.parse_args(["--trained-on", "unknown=cave"])
+
+
+@requires_icvl
+@requires_cave
+def test_cave_scenes_can_be_scored_as_radiance_under_a_light():
+    argv = ["--cave-dir", str(CAVE_DIR), "--icvl-dir", str(ICVL_DIR), "--max-scenes", "1", "--cave-crop", "8"]
+    reflectance = icvl_tables.validation_scenes(icvl_tables.parse_args(argv))
+    under_a = icvl_tables.validation_scenes(icvl_tables.parse_args([*argv, "--cave-illuminant", "A"]))
+    assert (
+        [scene for _, scene, _ in under_a] == [scene for _, scene, _ in reflectance] == ["eve_0331-1601", "balloons"]
+    )
+    assert np.array_equal(under_a[0][2], reflectance[0][2])  # the ICVL strip is radiance already
+    ratio = under_a[1][2] / np.maximum(reflectance[1][2], 1e-6)
+    assert ratio[..., -1].mean() > 2 * ratio[..., 0].mean()  # incandescent light: the red end brighter
