@@ -17,6 +17,7 @@ _EXPORTS = {
     "MSTPlusPlus": "hsr_diffusers.models",
     "PatchDiscriminator": "hsr_diffusers.models",
     "PixelDiscriminator": "hsr_diffusers.models",
+    "PixelMLP": "hsr_diffusers.models",
     "RootPolynomialRegression": "hsr_diffusers.models",
     "fit_root_polynomial": "hsr_diffusers.models",
     "HSRDiffusionPipeline": "hsr_diffusers.pipelines",

@@ -15,6 +15,8 @@ slow = pytest.mark.slow
 SHARED_DATA = Path(os.environ.get("HSR_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 CAVE_DIR = SHARED_DATA / "cave"
 requires_cave = pytest.mark.skipif(not CAVE_DIR.is_dir(), reason=f"CAVE data not found at {CAVE_DIR}")
+ICVL_DIR = SHARED_DATA / "icvl_strips"
+requires_icvl = pytest.mark.skipif(not ICVL_DIR.is_dir(), reason=f"ICVL strips not found at {ICVL_DIR}")
 requires_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"shared data not found at {SHARED_DATA}")
 
 

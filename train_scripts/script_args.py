@@ -10,7 +10,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from hsr_diffusers.data.degradation import HELD_OUT_CAMERAS, PhotoDegradation, training_cameras
+from hsr_diffusers.data.dataset import EXPOSURE_MODES
+from hsr_diffusers.data.degradation import HELD_OUT_CAMERAS, PhotoDegradation, Relighting, training_cameras
 from hsr_diffusers.spectral import RENDER_MODES
 
 
@@ -56,18 +57,36 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     data.add_argument(
         "--train_data_dir",
         type=str,
+        nargs="+",
         default=None,
-        help="A dataset folder written by `hsr data prepare`, or a raw folder prepared on the fly (once, into "
-        "--prepared_data_dir): cube files (.mat/.h5/.npy/ENVI/TIFF), or CAVE scene folders of band PNGs (with "
-        "feathers and glass_tiles present, the built-in 'cave' split: those two validate, the rest trains).",
+        help="One or more sources, read together: a dataset folder written by `hsr data prepare`, or a raw folder "
+        "prepared on the fly (once, into --prepared_data_dir): cube files (.mat/.h5/.npy/.npz/ENVI/TIFF), or CAVE "
+        "scene folders of band PNGs (with feathers and glass_tiles present, the built-in 'cave' split: those two "
+        "validate, the rest trains). A folder of the ICVL strips gets the built-in 'icvl' split (by site).",
+    )
+    data.add_argument(
+        "--train_data_split",
+        type=str,
+        nargs="+",
+        default=None,
+        help="Built-in split (`hsr_diffusers.data.get_split`, e.g. cave_holdout7, icvl) of each raw --train_data_dir, "
+        "in the same order; 'auto' keeps the detected one. Ignored for prepared dataset folders.",
+    )
+    data.add_argument(
+        "--train_data_weights",
+        type=float,
+        nargs="+",
+        default=None,
+        help="Share of each --train_data_dir in the training patches of an epoch (normalised; the epoch keeps "
+        "--patches_per_scene x all scenes patches). None: every scene gets --patches_per_scene.",
     )
     data.add_argument(
         "--prepared_data_dir",
         type=str,
         default=None,
-        help="Where a raw --train_data_dir is prepared, and found again by later and resumed runs. None: a folder "
-        "of the 🤗 datasets cache (HF_DATASETS_CACHE) named after the raw folder and a digest of its files, never "
-        "inside --output_dir.",
+        help="Where a raw --train_data_dir is prepared, and found again by later and resumed runs (with several "
+        "sources, one subfolder per source). None: a folder of the 🤗 datasets cache (HF_DATASETS_CACHE) named "
+        "after the raw folder and a digest of its files, never inside --output_dir.",
     )
     data.add_argument("--train_split", type=str, default="train")
     data.add_argument("--validation_split", type=str, default="validation")
@@ -124,6 +143,38 @@ def add_degradation_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--jpeg_quality", type=int, nargs=2, default=defaults["jpeg_quality"].default)
 
 
+def add_illumination_args(parser: argparse.ArgumentParser) -> None:
+    """Relighting of reflectance sources and the exposure of training patches (`PatchDataset`)."""
+    group = parser.add_argument_group("illumination and exposure (drawn per patch, seeded like the degradation)")
+    group.add_argument(
+        "--relight",
+        type=str,
+        default="none",
+        choices=["none", "cave", "all"],
+        help="Render reflectance patches as radiance under a drawn light (CIE daylight in --relight_cct_range, else "
+        "A, FL1-12 or a CIE LED; `hsr_diffusers.data.degradation.Relighting`). 'cave': the sources prepared from CAVE "
+        "folders (reflectance), not measured radiance such as ICVL; 'all': every source.",
+    )
+    group.add_argument("--relight_daylight_probability", type=float, default=0.5)
+    group.add_argument("--relight_cct_range", type=float, nargs=2, default=(4000.0, 10000.0), metavar=("LOW", "HIGH"))
+    group.add_argument(
+        "--exposure",
+        type=str,
+        default="none",
+        choices=EXPOSURE_MODES,
+        help="'rgb_max': scale each patch so that its clean linear RGB peaks at a level drawn in --exposure_level_range "
+        "(set from the RGB, as an auto-exposure; natural radiance spans a wide range). 'none': the stored values.",
+    )
+    group.add_argument("--exposure_level_range", type=float, nargs=2, default=(0.25, 1.0), metavar=("LOW", "HIGH"))
+
+
+def make_relighting(args) -> Relighting | None:
+    """The run's `Relighting`, or None for `--relight none` (and for scripts without the flag)."""
+    if getattr(args, "relight", "none") == "none":
+        return None
+    return Relighting(daylight_probability=args.relight_daylight_probability, cct_range=tuple(args.relight_cct_range))
+
+
 def make_degradation(args) -> PhotoDegradation | None:
     """The run's `PhotoDegradation`, or None for `--rgb_degradation none`."""
     if args.rgb_degradation == "none":
@@ -144,6 +195,7 @@ def add_training_args(parser: argparse.ArgumentParser, pretrained_help: str) -> 
     """Flags shared by the network training scripts, spelled as in diffusers' training examples."""
     data = add_data_args(parser)
     add_degradation_args(parser)
+    add_illumination_args(parser)
     data.add_argument("--resolution", type=int, default=64, help="Side of the square training patches.")
     data.add_argument("--patches_per_scene", type=int, default=32, help="Random patches per scene and epoch.")
     data.add_argument("--in_memory", action="store_true", help="Load every cube into RAM (default: stream from disk).")
@@ -240,6 +292,7 @@ def check_args(args) -> None:
     """Stops bad flag combinations before anything is loaded."""
     if (args.dataset_name is None) == (args.train_data_dir is None):
         raise ValueError("Give exactly one of --dataset_name or --train_data_dir.")
+    check_sources(args)
     for name in (
         "resolution",
         "train_batch_size",
@@ -257,3 +310,15 @@ def check_args(args) -> None:
         raise ValueError(f"--max_train_minutes must not be negative, got {args.max_train_minutes}.")
     if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
         raise ValueError(f"--checkpoints_total_limit must be at least 1, got {args.checkpoints_total_limit}.")
+
+
+def check_sources(args) -> None:
+    """One --train_data_split and one --train_data_weights per --train_data_dir, when given."""
+    num_sources = len(args.train_data_dir or [None])
+    for name in ("train_data_split", "train_data_weights"):
+        values = getattr(args, name, None)
+        if values is not None and len(values) != num_sources:
+            raise ValueError(f"--{name} needs one value per --train_data_dir ({num_sources}), got {values}.")
+    weights = getattr(args, "train_data_weights", None)
+    if weights is not None and (min(weights) < 0 or sum(weights) <= 0):
+        raise ValueError(f"--train_data_weights must be non-negative with a positive sum, got {weights}.")

@@ -122,6 +122,37 @@ def describe_rgb_input(args, response: str) -> str:
     )
 
 
+def describe_data_mix(args) -> str:
+    """The training sources, their scene counts, splits and weights (`--train_data_dir`, ...), in words."""
+    folders = getattr(args, "train_data_dir", None) or [getattr(args, "dataset_name", None)]
+    folders = [folders] if isinstance(folders, str) else folders
+    sizes = getattr(args, "source_sizes", None) or [None] * len(folders)
+    splits = getattr(args, "train_data_split", None) or ["auto"] * len(folders)
+    weights = getattr(args, "train_data_weights", None)
+    parts = []
+    for index, (folder, size, split) in enumerate(zip(folders, sizes, splits)):
+        share = f", weight {weights[index]:g}" if weights else ""
+        parts.append(f"`{folder}` ({size} training scenes, split {split}{share})")
+    return "; ".join(parts)
+
+
+def describe_illumination(args) -> str:
+    """`--relight` and `--exposure`, in words."""
+    relight = getattr(args, "relight", "none")
+    if relight == "none":
+        light = "no relighting"
+    else:
+        low, high = args.relight_cct_range
+        light = (
+            f"relighting of {'the CAVE (reflectance) sources' if relight == 'cave' else 'every source'}: CIE daylight "
+            f"{low:g}-{high:g} K with probability {args.relight_daylight_probability:g}, else CIE A, FL1-12 or LED"
+        )
+    if getattr(args, "exposure", "none") == "none":
+        return f"{light}; stored levels (no exposure normalisation)"
+    low, high = args.exposure_level_range
+    return f"{light}; each patch scaled so that its clean linear RGB peaks at a level drawn in {low:g}-{high:g}"
+
+
 def describe_loss_terms(args) -> str:
     """The spectral loss terms of the run (`--sam_weight`, `--mrae_weight`), in words."""
     weights = (("SAM", args.sam_weight), ("MRAE", args.mrae_weight))
@@ -154,6 +185,8 @@ def run_facts(args, accelerator, timer, global_step, train_split, validation_spl
         "learning_rate": f"{args.learning_rate:g}",
         "response": response,
         "rgb_input": describe_rgb_input(args, response),
+        "data_mix": describe_data_mix(args),
+        "illumination": describe_illumination(args),
         "loss_terms": describe_loss_terms(args),
         "ema": describe_ema(args),
         "seed": args.seed,

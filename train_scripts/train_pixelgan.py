@@ -4,8 +4,9 @@
 
 The pix2pix recipe (junyanz/pytorch-CycleGAN-and-pix2pix, `models/pix2pix_model.py`) with its defaults visible as flags:
 L1 weight 100 plus a vanilla GAN loss, Adam lr 2e-4 with beta1 0.5, a 1x1 PixelGAN discriminator, D loss halved and D
-frozen during the generator step. `--gan_weight 0` trains the generator as a plain regressor, and `--generator awan` or
-`--generator mst_plus_plus` trains those baselines with the same data, losses and checkpoint rule.
+frozen during the generator step. `--gan_weight 0` trains the generator as a plain regressor, and `--generator awan`,
+`--generator mst_plus_plus` or `--model_config pixel_mlp` (the per-pixel MLP baseline) trains those baselines with the
+same data, losses and checkpoint rule.
 """
 
 import argparse
@@ -24,17 +25,18 @@ from script_losses import spectral_loss
 
 from hsr_diffusers import (
     AWAN,
-    HSRPixelGANGenerator,
     HSRFeedForwardPipeline,
+    HSRPixelGANGenerator,
     MSTPlusPlus,
     PatchDiscriminator,
     PixelDiscriminator,
+    PixelMLP,
 )
 
 
 logger = get_logger(__name__, log_level="INFO")
 
-GENERATORS = {"pix2pix": HSRPixelGANGenerator, "awan": AWAN, "mst_plus_plus": MSTPlusPlus}
+GENERATORS = {"pix2pix": HSRPixelGANGenerator, "awan": AWAN, "mst_plus_plus": MSTPlusPlus, "pixel_mlp": PixelMLP}
 DISCRIMINATORS = {"pixel": PixelDiscriminator, "patch": PatchDiscriminator}
 
 
@@ -119,6 +121,8 @@ def main(args: argparse.Namespace) -> None:
     # spectral attention pooled over all pixels): like the DDPM, the released pipeline runs on tiles of four training
     # patches by default, close to what training saw, with memory bounded (AWAN's block costs the square of the pixels).
     default_tile_size = 4 * args.resolution
+    if args.generator == "pixel_mlp":  # per pixel: tiles only bound the memory of the hidden layers
+        default_tile_size = 256
     pipeline = HSRFeedForwardPipeline(
         unet=unet,
         estimator=estimator,

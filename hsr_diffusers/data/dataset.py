@@ -32,13 +32,14 @@ import pyarrow as pa
 import torch
 from datasets.utils import tqdm as hf_tqdm
 
-from hsr_diffusers.data.degradation import PhotoDegradation
+from hsr_diffusers.data.degradation import PhotoDegradation, Relighting
 from hsr_diffusers.data.io import CUBE_SUFFIXES, CubeFormatError, find_cave_band_files, load_cube_with_wavelengths
 from hsr_diffusers.data.splits import get_split
 
 
 __all__ = [
     "DATASET_FORMATS",
+    "EXPOSURE_MODES",
     "METADATA_FILE",
     "DatasetBuildError",
     "PatchDataset",
@@ -53,6 +54,9 @@ logger = logging.getLogger(__name__)
 DATASET_FORMATS = ("arad", "icvl", "cave", "folder")
 # Written next to `dataset_dict.json`: how the dataset was built and what was skipped (read by `hsr data info`).
 METADATA_FILE = "hsr_data.json"
+# How `PatchDataset` sets a patch's level: "none" keeps the stored values; "rgb_max" scales each patch so that its
+# clean linear RGB peaks at a random level (a camera's auto-exposure, which sees only the image, never the spectra).
+EXPOSURE_MODES = ("none", "rgb_max")
 _RGB_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _DESCRIPTION = (
     "Hyperspectral cubes, one scene per row. `cube` holds the (H, W, bands) float32 cube flattened in C order: "
@@ -479,20 +483,31 @@ class PatchDataset(torch.utils.data.Dataset):
     r"""
     Random paired (RGB, cube) patches from a dataset written by [`build_dataset`], as `[-1, 1]` tensors.
 
-    A map-style dataset of `num_scenes * patches_per_scene` items, so that accelerate can shard it and resume by
-    skipping batches. Item `i` reads only scene `i // patches_per_scene`, and from it only the rows of one random crop;
-    the crop, the flip and the 90° rotation are drawn from `(seed, epoch, i)`, so an item is the same wherever and
-    whenever it is read (call [`set_epoch`] to draw new crops). When the row has a paired RGB image it is cropped
-    alongside; otherwise the RGB is rendered from the cube patch with `hsr_diffusers.spectral.render_rgb`.
+    A map-style dataset of `sum(patches_per_scene)` items, so that accelerate can shard it and resume by skipping
+    batches. Item `i` reads only one scene (the first `patches_per_scene[0]` items the first scene, and so on), and from
+    it only the rows of one random crop; the crop, the flip and the 90° rotation are drawn from `(seed, epoch, i)`, so
+    an item is the same wherever and whenever it is read (call [`set_epoch`] to draw new crops). When the row has a
+    paired RGB image it is cropped alongside; otherwise the RGB is rendered from the cube patch with
+    `hsr_diffusers.spectral.render_rgb`.
+
+    With `stack_thin_scenes`, scenes thinner than `patch_size` (the ICVL strips, 8-11 lines) give patches stacked from
+    several random crops of the scene's full height (or width), cut to `patch_size`: every pixel of the patch is a real (RGB, spectrum) pair,
+    none is repeated or padded, so the loss weighs real data only and the networks get the square patches they take.
+    The seams between crops are edges in RGB and cube alike.
+
+    For each patch without a paired RGB, in this order: the optional `relighting` turns reflectance into radiance
+    under a drawn light (for rows where `relight_scenes` is set), the optional `exposure` scales the patch from its own
+    clean RGB (never from a statistic of the spectra alone), then the RGB is rendered (`degradation` or `rgb_mode`).
 
     Args:
         dataset (`datasets.Dataset`, `str` or `os.PathLike`):
             One split, or the folder written by [`build_dataset`] (then `split` picks the split and the recorded
             response becomes the default).
         patch_size (`int`, *optional*, defaults to 64):
-            Side of the square crops; at most the smallest scene side.
-        patches_per_scene (`int`, *optional*, defaults to 1):
-            Crops per scene and epoch.
+            Side of the square crops; at most the smallest scene side unless `stack_thin_scenes` is set.
+        patches_per_scene (`int` or `list[int]`, *optional*, defaults to 1):
+            Crops per scene and epoch, one number for all scenes or one per scene (how a mix of sources is weighted,
+            see [`source_patch_counts`]). A scene with 0 is never read.
         response (`str` or `np.ndarray`, *optional*):
             Response used to render RGB for rows without a paired RGB (any name or array
             `hsr_diffusers.spectral.load_response` accepts). Defaults to the dataset's recorded response, else
@@ -512,6 +527,21 @@ class PatchDataset(torch.utils.data.Dataset):
             Renders RGB the way a photo is made (camera, noise, mosaic, JPEG; see
             `hsr_diffusers.data.degradation`), drawn per item from `(seed, epoch, i)`, instead of `rgb_mode`. Rows with a
             paired RGB image keep it.
+        relighting (`Relighting`, *optional*):
+            Renders reflectance patches as radiance under an illuminant drawn per item from `(seed, epoch, i)` (see
+            `hsr_diffusers.data.degradation.Relighting`).
+        relight_scenes (`list[bool]`, *optional*):
+            Which scenes hold reflectance and are relit (a mix of CAVE reflectance and ICVL radiance relights only
+            CAVE). Defaults to every scene when `relighting` is given.
+        exposure (`str`, *optional*, defaults to `"none"`):
+            `"none"` keeps the stored level. `"rgb_max"` scales each patch (cube and RGB together) so that the maximum of
+            its clean linear RGB over pixels and channels is a level drawn log-uniformly in `exposure_range`, as an
+            auto-exposure that sees only the image would: natural radiance (ICVL strips span a factor of ten in level)
+            and relit reflectance then reach the network at the levels of photos.
+        exposure_range (`tuple[float, float]`, *optional*, defaults to `(0.25, 1.0)`):
+            Range of the RGB peak level for `exposure="rgb_max"`.
+        stack_thin_scenes (`bool`, *optional*, defaults to `False`):
+            Accept scenes thinner than `patch_size` and stack several crops of them into each patch (above).
 
     Items are `{"rgb": tensor [3, P, P], "cube": tensor [bands, P, P]}`, float32 in [-1, 1] (`2 x - 1` of the [0, 1]
     values; uint8 RGB is divided by 255 first). Cube and linear RGB values outside [0, 1] are clipped.
@@ -529,8 +559,13 @@ class PatchDataset(torch.utils.data.Dataset):
         in_memory: bool = False,
         split: str = "train",
         degradation: PhotoDegradation | None = None,
+        relighting: Relighting | None = None,
+        relight_scenes: list[bool] | None = None,
+        exposure: str = "none",
+        exposure_range: tuple[float, float] = (0.25, 1.0),
+        stack_thin_scenes: bool = False,
     ):
-        from hsr_diffusers.spectral import DEFAULT_RESPONSE, RENDER_MODES, load_response
+        from hsr_diffusers.spectral import DEFAULT_RESPONSE, RENDER_MODES, RGB_SCALE, load_response
 
         if isinstance(dataset, (str, os.PathLike)):
             recorded = read_metadata(dataset).get("response")
@@ -539,16 +574,20 @@ class PatchDataset(torch.utils.data.Dataset):
             response = response if response is not None else recorded
         if rgb_mode not in RENDER_MODES:
             raise ValueError(f"Unknown rgb_mode {rgb_mode!r}; choose one of {RENDER_MODES}.")
-        if patches_per_scene < 1:
-            raise ValueError(f"patches_per_scene must be at least 1, got {patches_per_scene}.")
+        if exposure not in EXPOSURE_MODES:
+            raise ValueError(f"Unknown exposure {exposure!r}; choose one of {EXPOSURE_MODES}.")
+        if not 0 < exposure_range[0] <= exposure_range[1] <= 1:
+            raise ValueError(f"exposure_range must satisfy 0 < low <= high <= 1, got {exposure_range}.")
         self.dataset = dataset
         self.patch_size = patch_size
-        self.patches_per_scene = patches_per_scene
         self.rgb_mode = rgb_mode
         self.seed = seed
         self.augment = augment
         self.in_memory = in_memory
         self.degradation = degradation
+        self.relighting = relighting
+        self.exposure = exposure
+        self.exposure_range = tuple(float(v) for v in exposure_range)
         self.epoch = 0
 
         small = dataset.with_format("numpy", columns=["shape", "wavelengths"])
@@ -557,12 +596,28 @@ class PatchDataset(torch.utils.data.Dataset):
         if len(self.shapes) == 0:
             raise ValueError("The dataset has no scenes.")
         smallest = int(self.shapes[:, :2].min())
-        if not 1 <= patch_size <= smallest:
+        if patch_size < 1 or (patch_size > smallest and not stack_thin_scenes):
             raise ValueError(
-                f"patch_size must be between 1 and the smallest scene side ({smallest}), got {patch_size}."
+                f"patch_size must be between 1 and the smallest scene side ({smallest}), got {patch_size}; "
+                "stack_thin_scenes=True fills patches with several crops of thinner scenes."
             )
+        counts = np.broadcast_to(np.asarray(patches_per_scene, dtype=np.int64), (len(self.shapes),))
+        if np.ndim(patches_per_scene) == 0 and counts[0] < 1:
+            raise ValueError(f"patches_per_scene must be at least 1, got {patches_per_scene}.")
+        if counts.min() < 0 or counts.sum() < 1:
+            raise ValueError(f"patches_per_scene must be non-negative with a positive total, got {patches_per_scene}.")
+        self.patches_per_scene = patches_per_scene if np.ndim(patches_per_scene) == 0 else counts.tolist()
+        self._first_item = np.concatenate([[0], np.cumsum(counts)])  # item range of scene s: [first[s], first[s+1])
+        self.relight_scenes = np.ones(len(self.shapes), dtype=bool) if relight_scenes is None else None
+        if relight_scenes is not None:
+            self.relight_scenes = np.asarray(relight_scenes, dtype=bool)
+            if self.relight_scenes.shape != (len(self.shapes),):
+                raise ValueError(
+                    f"relight_scenes needs one flag per scene ({len(self.shapes)}), got {relight_scenes}."
+                )
         # Loaded once: render_rgb accepts the (bands, 3) array and skips the lookup of a named curve on every item.
         self.response = load_response(response if response is not None else DEFAULT_RESPONSE, self.wavelengths)
+        self._rgb_matrix = (self.response / RGB_SCALE).astype(np.float32)  # linear RGB = cube @ matrix
 
         self._index = None
         self._cubes = self._rgbs = None
@@ -578,7 +633,7 @@ class PatchDataset(torch.utils.data.Dataset):
                 self._index = index
 
     def __len__(self) -> int:
-        return len(self.shapes) * self.patches_per_scene
+        return int(self._first_item[-1])
 
     def set_epoch(self, epoch: int) -> None:
         """Draws new crops and augmentations: item `i` depends on `(seed, epoch, i)`."""
@@ -605,17 +660,16 @@ class PatchDataset(torch.utils.data.Dataset):
             self._files[file_id] = open(self._index.filenames[file_id], "rb", buffering=0)
         return self._files[file_id]
 
-    def _read_crop(self, scene: int, top: int, left: int) -> np.ndarray:
+    def _read_crop(self, scene: int, top: int, left: int, crop_height: int, crop_width: int) -> np.ndarray:
         height, width, bands = (int(v) for v in self.shapes[scene])
-        size = self.patch_size
         if self._cubes is not None:
-            return self._cubes[scene][top : top + size, left : left + size]
+            return self._cubes[scene][top : top + crop_height, left : left + crop_width]
         if self._index is None:
-            return np.array(get_cube(self.dataset, scene)[top : top + size, left : left + size])
+            return np.array(get_cube(self.dataset, scene)[top : top + crop_height, left : left + crop_width])
         file_id, offset = int(self._index.rows[scene, 0]), int(self._index.rows[scene, 1])
         file = self._file(file_id)
-        patch = np.empty((size, size, bands), dtype=np.float32)  # [P, P, bands]
-        for row in range(size):  # one read per crop row: P pixels x bands floats are contiguous in the file
+        patch = np.empty((crop_height, crop_width, bands), dtype=np.float32)  # [h, w, bands]
+        for row in range(crop_height):  # one read per crop row: w pixels x bands floats are contiguous in the file
             self._read_into(file, memoryview(patch[row]).cast("B"), offset + ((top + row) * width + left) * bands * 4)
         return patch
 
@@ -648,20 +702,30 @@ class PatchDataset(torch.utils.data.Dataset):
 
         if not 0 <= index < len(self):
             raise IndexError(f"Index {index} out of range for {len(self)} patches.")
-        scene = index // self.patches_per_scene
+        scene = int(np.searchsorted(self._first_item, index, side="right")) - 1
         height, width, _ = (int(v) for v in self.shapes[scene])
+        size = self.patch_size
+        crop_height, crop_width = min(size, height), min(size, width)
         rng = np.random.default_rng((self.seed, self.epoch, index))
-        top = int(rng.integers(0, height - self.patch_size + 1))
-        left = int(rng.integers(0, width - self.patch_size + 1))
+        top = int(rng.integers(0, height - crop_height + 1))
+        left = int(rng.integers(0, width - crop_width + 1))
         rotations, flip = int(rng.integers(4)), bool(rng.integers(2))
 
-        cube = self._read_crop(scene, top, left)  # [P, P, bands]
-        rgb = self._read_rgb(scene)
-        if rgb is not None:
-            rgb = rgb[top : top + self.patch_size, left : left + self.patch_size]  # [P, P, 3]
-        elif self.degradation is not None:
+        paired = self._read_rgb(scene)
+        cube = self._read_crop(scene, top, left, crop_height, crop_width)  # [h, w, bands]
+        rgb = None if paired is None else paired[top : top + crop_height, left : left + crop_width]  # [h, w, 3]
+        if (crop_height, crop_width) != (size, size):
+            cube, rgb = self._stack_crops(scene, cube, rgb, paired, rng)  # [P, P, bands], [P, P, 3]
+        if rgb is None and self.relighting is not None and self.relight_scenes[scene]:
+            cube = self.relighting(cube, self.wavelengths, rng)
+        if rgb is None and self.exposure == "rgb_max":
+            peak = float((cube @ self._rgb_matrix).max())
+            level = np.exp(rng.uniform(np.log(self.exposure_range[0]), np.log(self.exposure_range[1])))
+            cube = cube * np.float32(level / max(peak, 1e-6))
+
+        if rgb is None and self.degradation is not None:
             rgb = self.degradation(cube, self.response, self.wavelengths, rng)
-        else:
+        elif rgb is None:
             seed = int(rng.integers(2**31)) if self.rgb_mode == "real_world" else None
             rgb = render_rgb(cube, self.response, mode=self.rgb_mode, wavelengths=self.wavelengths, seed=seed)
         rgb = rgb / np.float32(255.0) if rgb.dtype == np.uint8 else rgb
@@ -676,3 +740,31 @@ class PatchDataset(torch.utils.data.Dataset):
             return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))  # [C, P, P]
 
         return {"rgb": to_tensor(rgb), "cube": to_tensor(cube)}
+
+    def _stack_crops(
+        self, scene: int, cube: np.ndarray, rgb: np.ndarray | None, paired: np.ndarray | None, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Fills a `patch_size` square with random crops of a thin scene, the first being `cube` (and `rgb`)."""
+        height, width, _ = (int(v) for v in self.shapes[scene])
+        size = self.patch_size
+        crop_height, crop_width = cube.shape[:2]
+        rows, columns = -(-size // crop_height), -(-size // crop_width)
+        cube_pieces, rgb_pieces = [[cube]], [[rgb]]
+        for piece in range(1, rows * columns):
+            top = int(rng.integers(0, height - crop_height + 1))
+            left = int(rng.integers(0, width - crop_width + 1))
+            if piece % columns == 0:
+                cube_pieces.append([])
+                rgb_pieces.append([])
+            cube_pieces[-1].append(self._read_crop(scene, top, left, crop_height, crop_width))
+            rgb_pieces[-1].append(
+                None if paired is None else paired[top : top + crop_height, left : left + crop_width]
+            )
+
+        def join(pieces: list[list[np.ndarray]]) -> np.ndarray:
+            return np.concatenate([np.concatenate(row, axis=1) for row in pieces], axis=0)[:size, :size]
+
+        cube = join(cube_pieces)
+        if paired is not None:
+            rgb = join(rgb_pieces)
+        return cube, rgb

@@ -6,6 +6,11 @@ mosaic and bilinear demosaicing, mapped to the model's camera space by the camer
 counterpart of `srgb_to_camera_rgb` at inference), and stored as 8-bit sRGB-encoded values, optionally as a JPEG. A
 fraction of patches keeps the clean NTIRE 2020 render. Every draw comes from a `numpy.random.Generator`, so a patch's
 degradation is reproducible from its seed.
+
+[`Relighting`] comes before all that for reflectance data (CAVE): it turns a reflectance patch into the radiance of
+the same surfaces under an illuminant drawn from colour-science's tables (CIE daylight over a range of correlated
+colour temperatures, CIE A, the CIE fluorescent and LED series), so that reflectance scenes train alongside natural
+radiance (ICVL) with one meaning for the output: radiance under the scene's light, up to exposure.
 """
 
 from dataclasses import dataclass, field, replace
@@ -16,6 +21,9 @@ import numpy as np
 
 __all__ = [
     "HELD_OUT_CAMERAS",
+    "RELIGHTING_ILLUMINANTS",
+    "Relighting",
+    "illuminant_spectrum",
     "PhotoDegradation",
     "PhotoSettings",
     "bayer_demosaic",
@@ -224,3 +232,104 @@ class PhotoDegradation:
         if settings is None:
             return render_rgb(cube, target, wavelengths=wavelengths) / np.float32(255.0)
         return render_photo(cube, settings, target, wavelengths, rng)
+
+
+# The named colour-science illuminants that `Relighting` draws from besides CIE daylight: incandescent (A), the CIE
+# fluorescent series FL1-FL12 and the CIE LED series (CIE 15:2018).
+RELIGHTING_ILLUMINANTS = ("A", *(f"FL{i}" for i in range(1, 13)), "LED-B1", "LED-B2", "LED-B3", "LED-B4", "LED-B5",
+                          "LED-BH1", "LED-RGB1", "LED-V1", "LED-V2")  # fmt: skip
+
+
+def _daylight_cct(name: str) -> float | None:
+    """The CCT of a daylight name (`"D6504K"` -> 6504.0), else None."""
+    if len(name) > 2 and name[0] == "D" and name[-1] == "K":
+        try:
+            return float(name[1:-1])
+        except ValueError:
+            return None
+    return None
+
+
+@lru_cache(maxsize=64)
+def _named_illuminant(name: str, wavelengths: tuple[float, ...]) -> np.ndarray:
+    import colour
+
+    cct = _daylight_cct(name)
+    if cct is not None:
+        if not 4000 <= cct <= 25000:
+            raise ValueError(f"CIE daylight is defined for 4000-25000 K, got {name!r}.")
+        sd = colour.sd_CIE_illuminant_D_series(colour.temperature.CCT_to_xy_CIE_D(cct))
+    elif name in colour.SDS_ILLUMINANTS:
+        sd = colour.SDS_ILLUMINANTS[name]
+    else:
+        raise ValueError(
+            f"Unknown illuminant {name!r}: give 'D<CCT>K' (CIE daylight, e.g. 'D6504K') or a name of "
+            "colour.SDS_ILLUMINANTS such as 'A', 'FL2' or 'LED-B3'."
+        )
+    wavelengths_array = np.asarray(wavelengths)
+    if wavelengths_array.min() < sd.wavelengths.min() or wavelengths_array.max() > sd.wavelengths.max():
+        raise ValueError(f"Illuminant {name!r} covers {sd.wavelengths.min():g}-{sd.wavelengths.max():g} nm only.")
+    values = np.interp(wavelengths_array, sd.wavelengths, sd.values)
+    return values / values.mean()
+
+
+def illuminant_spectrum(name: str, wavelengths) -> np.ndarray:
+    r"""
+    The relative spectral power of an illuminant at `wavelengths`, scaled to a mean of 1 over the bands (so that
+    relighting keeps the overall level of the reflectance; the absolute level is the exposure's business).
+
+    Args:
+        name (`str`):
+            `"D<CCT>K"` for CIE daylight at that correlated colour temperature (4000-25000 K, e.g. `"D6504K"`), or a
+            name of `colour.SDS_ILLUMINANTS` (`"A"`, `"FL1"` ... `"FL12"`, `"LED-B1"` ...).
+        wavelengths (`list[float]`):
+            Band centres in nm (linear interpolation of the 5 nm tables).
+
+    Returns:
+        `np.ndarray`: float64 `(bands,)`.
+    """
+    return _named_illuminant(name, tuple(float(w) for w in wavelengths)).copy()
+
+
+@dataclass(frozen=True)
+class Relighting:
+    r"""
+    Draws an illuminant per training patch and renders reflectance as the radiance it reflects under that light.
+
+    With probability `daylight_probability` the light is CIE daylight at a CCT drawn uniformly in `cct_range` (the
+    natural light of outdoor scenes); otherwise one of `illuminants`, uniformly. The radiance is `reflectance *
+    illuminant_spectrum(name)` band by band, without white balance: the RGB is rendered from it exactly as from
+    measured radiance (ICVL), so the light's colour cast is in the input and its spectrum in the target.
+
+    Args:
+        daylight_probability (`float`, *optional*, defaults to 0.5):
+            Probability of CIE daylight.
+        cct_range (`tuple[float, float]`, *optional*, defaults to `(4000, 10000)`):
+            Uniform range of the daylight CCT in kelvin (CIE daylight is defined from 4000 K).
+        illuminants (`tuple[str, ...]`, *optional*, defaults to [`RELIGHTING_ILLUMINANTS`]):
+            The other lights, names of `colour.SDS_ILLUMINANTS`.
+    """
+
+    daylight_probability: float = 0.5
+    cct_range: tuple[float, float] = (4000.0, 10000.0)
+    illuminants: tuple[str, ...] = RELIGHTING_ILLUMINANTS
+
+    def __post_init__(self):
+        if not 0.0 <= self.daylight_probability <= 1.0:
+            raise ValueError(f"daylight_probability must be in [0, 1], got {self.daylight_probability}.")
+        low, high = self.cct_range
+        if not 4000 <= low <= high <= 25000:
+            raise ValueError(f"cct_range must lie in 4000-25000 K with low <= high, got {self.cct_range}.")
+        if self.daylight_probability < 1.0 and not self.illuminants:
+            raise ValueError("Relighting needs illuminants unless daylight_probability is 1.")
+
+    def sample(self, rng: np.random.Generator) -> str:
+        """One patch's illuminant name (`"D<CCT>K"` for daylight, CCT rounded to 1 K)."""
+        if rng.random() < self.daylight_probability:
+            return f"D{round(float(rng.uniform(*self.cct_range)))}K"
+        return self.illuminants[int(rng.integers(len(self.illuminants)))]
+
+    def __call__(self, cube: np.ndarray, wavelengths, rng: np.random.Generator) -> np.ndarray:
+        """The radiance `(H, W, bands)` float32 of a reflectance cube under an illuminant drawn from `rng`."""
+        spectrum = illuminant_spectrum(self.sample(rng), wavelengths).astype(np.float32)
+        return cube * spectrum  # [H, W, bands] * [bands]

@@ -14,9 +14,21 @@ Sources (checked against public repositories):
 - CAVE: the 19 scenes in `shared/data/cave`; `feathers` and `glass_tiles` validate and the other 17 train (`"cave"`).
   `"cave10"` is the first release's split: the first 10 scenes alphabetically train, with the same 2 for validation,
   kept so that the first release's numbers stay reproducible. Scene names drop the `_ms` suffix of the folders.
+
+Natural-scene splits, rules written down on 2026-12-05 before any model was trained or scored on them (issue 25):
+
+- CAVE, `"cave_holdout7"`: two scenes are too few to choose a model with, so 7 of the 19 validate: the two that every
+  bundled model held out (`feathers`, `glass_tiles`, so that old and new models share a column of scenes none of them
+  saw) plus every 4th of the other 17 in sorted order, starting with the first (`balloons`, `cloth`,
+  `fake_and_real_food`, `oil_painting`, `superballs`). The other 12 train. `"cave"` stays as it was: the released
+  models were trained on it.
+- ICVL, `"icvl"`: the 48 strips of `shared/data/icvl_strips` (see its SOURCE.md). Validation measures new places, so it
+  holds whole sites: a scene's site is the first three letters of its name, lower-cased (`BGU_*` and `bguCAMP_*` are one
+  campus, `pepper_*` and `peppers_*` one subject), which gives 19 sites; in sorted order, every 4th site starting with
+  the second validates (`eve`, `leh`, `neg`, `plt`, `rsh`: 12 strips), the other 14 sites (36 strips) train.
 """
 
-__all__ = ["SPLITS", "get_split", "list_splits"]
+__all__ = ["SPLITS", "get_split", "icvl_site", "list_splits"]
 
 
 def _names(prefix: str, first: int, last: int, exclude: tuple[int, ...] = ()) -> list[str]:
@@ -49,6 +61,31 @@ CAVE_SCENES = [
     "superballs",
 ]
 CAVE_VALIDATION = ["feathers", "glass_tiles"]
+_CAVE_OTHERS = [name for name in CAVE_SCENES if name not in CAVE_VALIDATION]
+CAVE_HOLDOUT7_VALIDATION = sorted(CAVE_VALIDATION + _CAVE_OTHERS[::4])
+
+# The 48 ICVL strips of shared/data/icvl_strips (file stems).
+ICVL_STRIPS = [
+    "BGU_0522-1127", "BGU_0522-1136", "BGU_0522-1201", "bguCAMP_0514-1712", "bguCAMP_0514-1718", "bguCAMP_0514-1723",
+    "eve_0331-1601", "eve_0331-1602", "eve_0331-1606", "gavyam_0823-0944", "gavyam_0823-0945", "gavyam_0823-0950-1",
+    "hill_0325-1235", "hill_0325-1242", "Labtest_0910-1504", "Labtest_0910-1509", "Lehavim_0910-1626",
+    "Lehavim_0910-1627", "Lehavim_0910-1629", "lst_0408-1004", "lst_0408-1012", "maz_0326-1048", "nachal_0823-1040",
+    "nachal_0823-1047", "nachal_0823-1110", "negev_0823-1005", "objects_0924-1556", "objects_0924-1557",
+    "objects_0924-1558", "omer_0331-1102", "omer_0331-1104", "omer_0331-1118", "pepper_0503-1229", "pepper_0503-1236",
+    "peppers_0503-1311", "peppers_0503-1315", "peppers_0503-1330", "plt_0411-1046", "plt_0411-1116", "plt_0411-1155",
+    "prk_0328-1025", "prk_0328-1031", "ramot_0325-1322", "rmt_0328-1249-1", "rsh_0406-1343", "rsh_0406-1356",
+    "sat_0406-1129", "sat_0406-1130",
+]  # fmt: skip
+
+
+def icvl_site(name: str) -> str:
+    """The site of an ICVL scene: the first three letters of its name, lower-cased (`"bguCAMP_0514-1712"` -> `"bgu"`)."""
+    return name[:3].lower()
+
+
+ICVL_SITES = sorted({icvl_site(name) for name in ICVL_STRIPS})
+ICVL_VALIDATION_SITES = ICVL_SITES[1::4]
+ICVL_VALIDATION = [name for name in ICVL_STRIPS if icvl_site(name) in ICVL_VALIDATION_SITES]
 
 SPLITS: dict[str, dict[str, list[str]]] = {
     "ntire2020": {"train": _names("ARAD_HS", 1, 450), "validation": NTIRE2020_VALIDATION},
@@ -59,6 +96,11 @@ SPLITS: dict[str, dict[str, list[str]]] = {
     "ntire2022_full": {"train": _names("ARAD_1K", 1, 900), "validation": _names("ARAD_1K", 901, 950)},
     "cave": {"train": [name for name in CAVE_SCENES if name not in CAVE_VALIDATION], "validation": CAVE_VALIDATION},
     "cave10": {"train": CAVE_SCENES[:10], "validation": CAVE_VALIDATION},
+    "cave_holdout7": {
+        "train": [name for name in CAVE_SCENES if name not in CAVE_HOLDOUT7_VALIDATION],
+        "validation": CAVE_HOLDOUT7_VALIDATION,
+    },
+    "icvl": {"train": [name for name in ICVL_STRIPS if name not in ICVL_VALIDATION], "validation": ICVL_VALIDATION},
 }
 SPLITS["arad_hs"] = SPLITS["ntire2020"]
 SPLITS["arad_1k"] = SPLITS["ntire2022"]
@@ -76,7 +118,8 @@ def get_split(name: str) -> dict[str, list[str]]:
     Args:
         name (`str`):
             `"ntire2020"` (alias `"arad_hs"`): 450 train / 10 validation. `"ntire2022"` (alias `"arad_1k"`): the MST++
-            lists, 897 train / 50 validation. `"ntire2022_full"`: 900 / 50. `"cave"`: 17 / 2. `"cave10"`: the first release's 10 / 2.
+            lists, 897 train / 50 validation. `"ntire2022_full"`: 900 / 50. `"cave"`: 17 / 2. `"cave10"`: the first
+            release's 10 / 2. `"cave_holdout7"`: 12 / 7. `"icvl"`: the ICVL strips by site, 36 / 12.
 
     Returns:
         `dict[str, list[str]]`: keys `"train"` and `"validation"`; a fresh copy that the caller may modify.

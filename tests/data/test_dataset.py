@@ -344,3 +344,82 @@ def test_patch_memory_does_not_grow_with_the_number_of_scenes(tmp_path):
     assert streaming < total / 8, f"RSS grew by {streaming / 2**20:.1f} MiB for {total / 2**20:.1f} MiB of cubes"
     # The measurement can fail: holding every cube shows up as the whole dataset.
     assert rss_growth(in_memory=True) > 0.8 * total
+
+
+@pytest.fixture
+def thin_and_square(tmp_path):
+    """A dataset of one 20 x 20 scene and one thin 4 x 40 strip (in that row order)."""
+    folder = tmp_path / "cubes"
+    square, strip = smooth_cube(20, 20, 31, seed=1), smooth_cube(4, 40, 31, seed=2) * 0.1
+    save_cube(folder / "a_square.npy", square, WAVELENGTHS)
+    save_cube(folder / "b_strip.npy", strip, WAVELENGTHS)
+    build_dataset(folder, tmp_path / "dataset")
+    return tmp_path / "dataset", square, strip
+
+
+def test_thin_scenes_fill_patches_with_several_real_crops(thin_and_square):
+    path, _, strip = thin_and_square
+    with pytest.raises(ValueError, match="stack_thin_scenes"):
+        PatchDataset(path, patch_size=8)
+    patches = PatchDataset(path, patch_size=8, augment=False, stack_thin_scenes=True, patches_per_scene=[0, 3])
+    assert len(patches) == 3
+    for item in patches:
+        cube = channel_last(item["cube"])
+        assert cube.shape == (8, 8, 31) and item["rgb"].shape == (3, 8, 8)
+        for rows in (cube[:4], cube[4:]):  # two crops of the strip's full height, each found in the strip
+            assert crop_origin_rect(rows, strip) is not None
+    first = channel_last(patches[0]["cube"])
+    assert not np.array_equal(first[:4], first[4:])  # drawn independently
+
+
+def crop_origin_rect(patch: np.ndarray, cube: np.ndarray) -> int | None:
+    height, width = patch.shape[:2]
+    for left in range(cube.shape[1] - width + 1):
+        if np.array_equal(to_model_range(cube[:height, left : left + width]), patch):
+            return left
+    return None
+
+
+def test_patches_per_scene_weights_the_sources(thin_and_square):
+    path, square, _ = thin_and_square
+    patches = PatchDataset(path, patch_size=4, augment=False, patches_per_scene=[3, 1])
+    assert len(patches) == 4
+    for index in range(3):
+        assert crop_origin(channel_last(patches[index]["cube"]), square, augmented=False) is not None
+    assert crop_origin(channel_last(patches[3]["cube"]), square, augmented=False) is None
+    with pytest.raises(ValueError, match="patches_per_scene"):
+        PatchDataset(path, patch_size=4, patches_per_scene=[0, 0])
+
+
+def test_relighting_applies_to_the_flagged_scenes_only(thin_and_square):
+    from hsr_diffusers.data.degradation import Relighting
+
+    path, square, strip = thin_and_square
+    options = dict(patch_size=4, augment=False, patches_per_scene=2)
+    plain = PatchDataset(path, **options)
+    relit = PatchDataset(path, relighting=Relighting(), relight_scenes=[True, False], **options)
+    assert not torch.equal(relit[0]["cube"], plain[0]["cube"])  # the reflectance scene, relit
+    assert not torch.equal(relit[0]["rgb"], plain[0]["rgb"])
+    assert torch.equal(relit[2]["cube"], plain[2]["cube"])  # the radiance scene, as stored
+    again = PatchDataset(path, relighting=Relighting(), relight_scenes=[True, False], **options)
+    assert torch.equal(relit[1]["cube"], again[1]["cube"]) and torch.equal(relit[1]["rgb"], again[1]["rgb"])
+    with pytest.raises(ValueError, match="relight_scenes"):
+        PatchDataset(path, relighting=Relighting(), relight_scenes=[True], **options)
+
+
+def test_rgb_max_exposure_scales_cube_and_rgb_from_the_rgb(thin_and_square):
+    path, _, strip = thin_and_square
+    options = dict(patch_size=4, augment=False, patches_per_scene=[0, 8], rgb_mode="linear")
+    plain = PatchDataset(path, **options)
+    exposed = PatchDataset(path, exposure="rgb_max", exposure_range=(0.5, 0.5), **options)
+    matrix = load_response("cie1964_ntire2020", WAVELENGTHS) / 256
+    for index in range(8):
+        cube = (channel_last(exposed[index]["cube"]) + 1) / 2
+        original = (channel_last(plain[index]["cube"]) + 1) / 2  # the dark strip's crop, as stored
+        assert np.isclose((cube @ matrix).max(), 0.5, atol=1e-4)  # the RGB peaks at the drawn level
+        scale = cube.sum() / original.sum()
+        assert scale > 1.5 and np.allclose(cube, original * scale, atol=1e-5)  # one factor for the whole patch
+        rgb = (channel_last(exposed[index]["rgb"]) + 1) / 2
+        assert np.allclose(rgb, cube @ matrix, atol=1e-4)
+    with pytest.raises(ValueError, match="exposure"):
+        PatchDataset(path, patch_size=4, exposure="auto")

@@ -3,7 +3,7 @@
 import pytest
 
 from hsr_diffusers.data import get_split, list_splits
-from tests.testing_utils import CAVE_DIR, requires_cave
+from tests.testing_utils import CAVE_DIR, ICVL_DIR, requires_cave, requires_icvl
 
 
 def test_ntire2020_arad_hs():
@@ -64,3 +64,32 @@ def test_splits_are_disjoint_sorted_and_copies():
 def test_unknown_split():
     with pytest.raises(ValueError, match="ntire2020"):
         get_split("ntire2030")
+
+
+def test_cave_holdout7_keeps_the_released_validation_scenes():
+    split = get_split("cave_holdout7")
+    assert set(get_split("cave")["validation"]) < set(split["validation"])
+    assert len(split["validation"]) == 7 and len(split["train"]) == 12
+    assert set(split["train"]) | set(split["validation"]) == set(get_split("cave")["train"]) | {
+        "feathers",
+        "glass_tiles",
+    }
+
+
+def test_icvl_validation_is_whole_sites():
+    from hsr_diffusers.data.splits import icvl_site
+
+    split = get_split("icvl")
+    assert len(split["train"]) + len(split["validation"]) == 48 and len(split["validation"]) >= 10
+    train_sites = {icvl_site(name) for name in split["train"]}
+    validation_sites = {icvl_site(name) for name in split["validation"]}
+    assert not train_sites & validation_sites
+    assert icvl_site("bguCAMP_0514-1712") == icvl_site("BGU_0522-1127")  # one campus
+    assert icvl_site("peppers_0503-1311") == icvl_site("pepper_0503-1229")  # one subject
+
+
+@requires_icvl
+def test_icvl_split_covers_the_shared_strips():
+    strips = {path.stem for path in ICVL_DIR.glob("*.npz")}
+    split = get_split("icvl")
+    assert strips == set(split["train"]) | set(split["validation"])

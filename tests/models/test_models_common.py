@@ -18,6 +18,7 @@ from hsr_diffusers.models import (
     MSTPlusPlus,
     PatchDiscriminator,
     PixelDiscriminator,
+    PixelMLP,
     RootPolynomialRegression,
 )
 from tests.testing_utils import floats_tensor
@@ -41,6 +42,8 @@ FEED_FORWARD_CASES = [
     ("root_poly_deg1", RootPolynomialRegression, dict(degree=1), 5, 6),
     ("root_poly_deg2", RootPolynomialRegression, dict(degree=2, out_channels=7), 5, 6),
     ("root_poly_deg3_extra_cond", RootPolynomialRegression, dict(degree=3, in_channels=5), 3, 4),
+    ("pixel_mlp", PixelMLP, dict(hidden_channels=[8, 8]), 5, 7),
+    ("pixel_mlp_log_brightness_extra_cond", PixelMLP, dict(in_channels=34, use_log_brightness=True), 4, 3),
 ]
 
 # Discriminators score torch.cat([rgb, cube], 1) and return logits in `sample`.

@@ -114,7 +114,7 @@ def tiny_ddpm_release(tiny_dataset, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_pixelgan_release(tiny_dataset, tmp_path_factory) -> Path:
     """A saved residual `HSRFeedForwardPipeline` with the tiny preset's generator."""
-    from hsr_diffusers import HSRPixelGANGenerator, HSRFeedForwardPipeline
+    from hsr_diffusers import HSRFeedForwardPipeline, HSRPixelGANGenerator
 
     torch.manual_seed(0)
     generator = HSRPixelGANGenerator(in_channels=3 + 31, out_channels=31, num_downs=3, ngf=8, norm_type="instance")

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from hsr_diffusers import HSRPipeline, HSRFeedForwardPipeline, RootPolynomialRegression
+from hsr_diffusers import HSRFeedForwardPipeline, HSRPipeline, RootPolynomialRegression
 from hsr_diffusers.data import build_dataset, save_cube
 from hsr_diffusers.spectral import render_rgb, rendering_matrix
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hsr_diffusers import HSRDiffusionPipeline, HSRPipeline, HSRFeedForwardPipeline
+from hsr_diffusers import HSRDiffusionPipeline, HSRFeedForwardPipeline, HSRPipeline
 from hsr_diffusers.spectral import DEFAULT_RESPONSE
 
 from ..testing_utils import slow

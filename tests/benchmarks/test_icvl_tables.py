@@ -1,0 +1,59 @@
+"""`benchmarks/icvl_tables.py` on a tiny saved pipeline, one ICVL strip and one small CAVE crop of the shared data."""
+
+import json
+
+# benchmarks/ is on the test path (pyproject.toml), as it is on a benchmark's own when it runs.
+import icvl_tables
+import numpy as np
+import torch
+
+from hsr_diffusers import HSRPixelGANPipeline, PixelMLP
+from tests.testing_utils import CAVE_DIR, ICVL_DIR, requires_cave, requires_icvl
+
+
+@requires_icvl
+@requires_cave
+def test_icvl_tables_scores_models_and_floors_per_scene(tmp_path):
+    torch.manual_seed(0)
+    HSRPixelGANPipeline(unet=PixelMLP(hidden_channels=[8])).save_pretrained(tmp_path / "mlp")
+    output = tmp_path / "tables.md"
+    argv = ["--models", f"mlp={tmp_path / 'mlp'}", "--trained-on", "mlp=nothing", "--floors", "floor_icvl"]
+    argv += ["--icvl-dir", str(ICVL_DIR), "--cave-dir", str(CAVE_DIR), "--max-scenes", "1", "--cave-crop", "16"]
+    assert icvl_tables.main([*argv, "--output", str(output)]) == 0
+
+    payload = json.loads(output.with_suffix(".json").read_text())
+    assert payload["command"].startswith("python benchmarks/icvl_tables.py --models mlp=")
+    rows = payload["rows"]
+    assert len(rows) == 2 * 2 * 2  # methods x conditions x (one ICVL strip, one CAVE scene)
+    assert {row["scene"] for row in rows} == {"eve_0331-1601", "balloons"}
+    floor = next(
+        r for r in rows if r["method"] == "floor_icvl" and r["dataset"] == "icvl" and r["condition"] == "clean"
+    )
+    untrained = next(r for r in rows if r["method"] == "mlp" and r["dataset"] == "icvl" and r["condition"] == "clean")
+    assert 0 < floor["rmse"] < untrained["rmse"]  # the fitted floor beats an untrained network
+    text = output.read_text()
+    assert "| mlp | nothing |" in text and "| floor_icvl | icvl36 |" in text
+    assert "## Per scene, ICVL, `noise_jpeg` input" in text and "## Training budgets" in text
+
+
+def test_models_and_labels_are_checked():
+    import pytest
+
+    with pytest.raises(SystemExit):
+        icvl_tables.parse_args(["--models", "floor_cave=somewhere"])
+    with pytest.raises(SystemExit):
+        icvl_tables.parse_args(["--trained-on", "unknown=cave"])
+
+
+@requires_icvl
+@requires_cave
+def test_cave_scenes_can_be_scored_as_radiance_under_a_light():
+    argv = ["--cave-dir", str(CAVE_DIR), "--icvl-dir", str(ICVL_DIR), "--max-scenes", "1", "--cave-crop", "8"]
+    reflectance = icvl_tables.validation_scenes(icvl_tables.parse_args(argv))
+    under_a = icvl_tables.validation_scenes(icvl_tables.parse_args([*argv, "--cave-illuminant", "A"]))
+    assert (
+        [scene for _, scene, _ in under_a] == [scene for _, scene, _ in reflectance] == ["eve_0331-1601", "balloons"]
+    )
+    assert np.array_equal(under_a[0][2], reflectance[0][2])  # the ICVL strip is radiance already
+    ratio = under_a[1][2] / np.maximum(reflectance[1][2], 1e-6)
+    assert ratio[..., -1].mean() > 2 * ratio[..., 0].mean()  # incandescent light: the red end brighter
