@@ -217,8 +217,9 @@ class HSRImageProcessor:
         Returns:
             `torch.Tensor`: float32 `[N, bands, H, W]` in [0, 1].
         """
-        projected = self.project(cube, rgb, saturation_level).float().clamp_(0.0, 1.0)
-        return bounded_rgb_projection(cube, rgb, self.rendering, projected, iterations, tolerance, saturation_level)
+        return bounded_rgb_projection(
+            cube, rgb, self.rendering, iterations=iterations, tolerance=tolerance, saturation_level=saturation_level
+        )
 
     def render(self, cube: torch.Tensor) -> torch.Tensor:
         """Linear RGB `[N, 3, H, W]` of a `[N, bands, H, W]` cube."""

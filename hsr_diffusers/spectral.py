@@ -11,6 +11,7 @@ Conventions used across the package:
 """
 
 import io
+from collections.abc import Callable
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -387,12 +388,13 @@ def project_tensor(
     # correction is added by the matmul itself.
     flat = cube.float().reshape(batch, bands, height * width)
     targets = rgb.float().reshape(batch, 3, height * width)
-    projected = torch.empty_like(flat)
+    projected = []
     for image in range(batch):
         residual = torch.addmm(targets[image], matrix.T, flat[image], alpha=-1)  # [3, P]
         if saturation_level is not None:
-            residual *= (targets[image] < saturation_level).all(dim=0)
-        torch.addmm(flat[image], pinv.T, residual, out=projected[image])
+            residual = residual * (targets[image] < saturation_level).all(dim=0)
+        projected.append(torch.addmm(flat[image], pinv.T, residual))
+    projected = projected[0][None] if batch == 1 else torch.stack(projected)
     return projected.reshape(batch, bands, height, width).to(cube.dtype)
 
 
@@ -483,7 +485,8 @@ def bounded_rgb_projection(
         matrix (`np.ndarray` or `torch.Tensor`):
             `(bands, 3)` rendering matrix (see [`rendering_matrix`]).
         projected (`torch.Tensor`, *optional*):
-            The clipped unbounded projection of `cube`, if already computed (float32, written in place).
+            A float32 `[N, bands, H, W]` tensor holding the clipped unbounded projection of `cube`, to write the result
+            into in place (by default a new tensor).
         iterations (`int`, *optional*, defaults to 20):
             Most Newton steps per pixel and target.
         tolerance (`float`, *optional*, defaults to 1/255):
@@ -495,28 +498,37 @@ def bounded_rgb_projection(
         `torch.Tensor`: float32 `[N, bands, H, W]` in [0, 1].
     """
     matrix = torch.as_tensor(matrix, dtype=torch.float32, device=cube.device)
-    if projected is None:
-        pinv = torch.linalg.solve(matrix.T @ matrix, matrix.T)
-        projected = project_tensor(cube, rgb, matrix, pinv, saturation_level).float().clamp_(0.0, 1.0)
+    pinv = torch.linalg.solve(matrix.T @ matrix, matrix.T)
+    # The closed form, unclipped: the bounded problem from it has the same solution as from `cube` (they differ by a
+    # vector the camera sees, orthogonal to every change that keeps the render), and it is the Newton iteration's start.
+    unbounded = project_tensor(cube, rgb, matrix, pinv, saturation_level).float()  # a new tensor
     batch, bands, height, width = cube.shape
-    pixels = projected.view(batch, bands, height * width)
+    closed = unbounded.view(batch, bands, height * width)
     targets = rgb.float().reshape(batch, 3, height * width)
-    # Only unsaturated pixels that the clip pushed off their RGB need the iteration.
+    # Only unsaturated pixels with a band outside [0, 1] need the iteration; the others are solved by the closed form.
     indices = []
     for image in range(batch):
-        off = (torch.addmm(targets[image], matrix.T, pixels[image], beta=-1).abs() > _SOLVED).any(dim=0)  # [P]
+        low, high = torch.aminmax(closed[image], dim=0)
+        off = (low < 0) | (high > 1)
         if saturation_level is not None:
             off &= (targets[image] < saturation_level).all(dim=0)
         indices.append(off.nonzero().squeeze(1))
-    if sum(index.numel() for index in indices) == 0:
-        return projected
-    # All images' pixels that need it, solved together as [bands, P'] columns.
-    starts = cube.reshape(batch, bands, height * width)
-    start = torch.cat([starts[n].float().index_select(1, index) for n, index in enumerate(indices)], dim=1)
-    wanted = torch.cat([targets[n].index_select(1, index) for n, index in enumerate(indices)], dim=1)
-    spectra = _solve_bounded(start, wanted, matrix, iterations, tolerance)
-    for n, part in enumerate(spectra.split([index.numel() for index in indices], dim=1)):
-        pixels[n].index_copy_(1, indices[n], part)
+    start = torch.cat([closed[n].index_select(1, index) for n, index in enumerate(indices)], dim=1)  # [bands, P']
+    wanted = torch.cat([targets[n].index_select(1, index) for n, index in enumerate(indices)], dim=1)  # [3, P']
+    if projected is None:
+        projected = unbounded.clamp_(0.0, 1.0)
+    if start.shape[1]:
+        flat_index = torch.cat([index + n * height * width for n, index in enumerate(indices)])
+        cube_pixels = cube.reshape(batch, bands, height * width)
+
+        def original(columns: torch.Tensor) -> torch.Tensor:
+            flat = flat_index[columns]
+            return cube_pixels[flat // (height * width), :, flat % (height * width)].float().T
+
+        spectra = _solve_bounded(start, wanted, matrix, iterations, tolerance, original)
+        pixels = projected.view(batch, bands, height * width)
+        for n, part in enumerate(spectra.split([index.numel() for index in indices], dim=1)):
+            pixels[n].index_copy_(1, indices[n], part)
     return projected
 
 
@@ -531,11 +543,18 @@ _SOLVED_STATUS, _OUTSIDE, _UNSOLVED = 0, 1, 2
 
 
 def _solve_bounded(
-    start: torch.Tensor, target: torch.Tensor, matrix: torch.Tensor, iterations: int, tolerance: float
+    start: torch.Tensor,
+    target: torch.Tensor,
+    matrix: torch.Tensor,
+    iterations: int,
+    tolerance: float,
+    original: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
     """
-    The [0, 1] spectra `[bands, P]` closest to `start` `[bands, P]` that render to `target` `[3, P]` (within
-    `tolerance` per channel where no [0, 1] spectrum renders to it exactly), in float32. See [`bounded_rgb_projection`].
+    The [0, 1] spectra `[bands, P]` closest to `start` `[bands, P]` (an exact, unbounded solution of `Aᵀs = target`)
+    that render to `target` `[3, P]`, in float32. Where no [0, 1] spectrum renders to it exactly: the [0, 1] spectra
+    closest to `original(columns)` (the cube's own columns, `[bands, len(columns)]`) that render within `tolerance`
+    per channel. See [`bounded_rgb_projection`].
     """
     bands, count = start.shape
     result = torch.empty_like(start)
@@ -576,7 +595,8 @@ def _solve_bounded(
         # solver's accuracy, so that its float32 solutions render within `tolerance` too.
         tolerance = tolerance - 2 * _SOLVED
         extended = torch.cat([matrix, 2 * tolerance * torch.eye(3, dtype=matrix.dtype, device=matrix.device)])
-        extended_start = torch.cat([start[:, outside], torch.full_like(start[:3, outside], 0.5)])
+        # From the cube itself: its closed-form projection is no closer to the box than to any other RGB in it.
+        extended_start = torch.cat([original(outside), torch.full_like(start[:3, outside], 0.5)])
         extended_target = target[:, outside] + tolerance
         spectra, extended_status = _dual_newton(extended_start, extended_target, extended, iterations)
         slow = (extended_status != _SOLVED_STATUS).nonzero().squeeze(1)
