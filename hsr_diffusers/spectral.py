@@ -540,6 +540,7 @@ _CHUNK = 16384
 # Plain Newton steps before the pixels still unsolved (a few per thousand) are sorted by the exact gamut test.
 _FAST_STEPS = 6
 _SOLVED_STATUS, _OUTSIDE, _UNSOLVED = 0, 1, 2
+_REGULARISATION = 1e-5
 
 
 def _solve_bounded(
@@ -568,14 +569,15 @@ def _solve_bounded(
         if (target[:, chunk] <= 0).any():
             pinned = ((matrix > 0).to(start.dtype) @ (target[:, chunk] <= 0).to(start.dtype)) > 0
             part, unpinned = part.masked_fill(pinned, -float("inf")), (~pinned).to(start.dtype)
-        result[:, chunk], status[chunk] = _dual_newton(
+        result[:, chunk], status[chunk], _ = _dual_newton(
             part, target[:, chunk], matrix, min(iterations, _FAST_STEPS), unpinned
         )
     unsolved = (status == _UNSOLVED).nonzero().squeeze(1)
     if unsolved.numel():
         # Pixels whose float32 steps stall (dark, saturated RGB, where the dual optimum is large and its system badly
         # conditioned), or out of the gamut without a step that proved it yet, or on its boundary, where the dual
-        # optimum lies at infinity: sorted by the exact gamut test, those inside it are finished in float64.
+        # optimum lies at infinity: sorted by the exact gamut test, those inside it are finished in float64 with a
+        # line search.
         wanted = target[:, unsolved].double()
         inside = _in_zonotope(wanted.T.cpu().numpy(), matrix.double().cpu().numpy(), margin=-_SOLVED)
         slow = unsolved[torch.from_numpy(inside).to(start.device)]
@@ -584,8 +586,9 @@ def _solve_bounded(
             pinned = ((matrix > 0).double() @ (target[:, slow] <= 0).double()) > 0
             if pinned.any():
                 part, unpinned = part.masked_fill(pinned, -float("inf")), (~pinned).double()
-            spectra, status[slow] = _dual_newton(
-                part, target[:, slow].double(), matrix, iterations, unpinned, line_search=True
+            # Far-off dual optima (extreme violets and reds) take up to a few dozen of these steps.
+            spectra, status[slow], _ = _dual_newton(
+                part, target[:, slow].double(), matrix, 3 * iterations, unpinned, line_search=True
             )
             result[:, slow] = spectra.float()
     outside = (status != _SOLVED_STATUS).nonzero().squeeze(1)
@@ -598,7 +601,7 @@ def _solve_bounded(
         # From the cube itself: its closed-form projection is no closer to the box than to any other RGB in it.
         extended_start = torch.cat([original(outside), torch.full_like(start[:3, outside], 0.5)])
         extended_target = target[:, outside] + tolerance
-        spectra, extended_status = _dual_newton(extended_start, extended_target, extended, iterations)
+        spectra, extended_status, _ = _dual_newton(extended_start, extended_target, extended, iterations)
         slow = (extended_status != _SOLVED_STATUS).nonzero().squeeze(1)
         if slow.numel():
             spectra[:, slow] = _dual_newton(
@@ -638,9 +641,9 @@ def _dual_newton(
     halved until the dual objective (convex, with the render error as its gradient) decreases enough, which keeps
     the iteration from cycling between sets of clipped bands.
 
-    Returns the spectra `[bands, P]` (the last iterate where unsolved) and each pixel's status: solved (renders within
-    `_SOLVED` of its target), proved outside the reachable RGB by a separating direction, or unsolved after
-    `iterations` steps.
+    Returns the spectra `[bands, P]` (the last iterate where unsolved), each pixel's status (solved: renders within
+    `_SOLVED` of its target; proved outside the reachable RGB by a separating direction; or unsolved after
+    `iterations` steps) and the number of Newton steps each pixel took.
     """
     dtype = start.dtype
     matrix = matrix.to(dtype)
@@ -652,6 +655,7 @@ def _dual_newton(
     ridge = (torch.finfo(dtype).eps * torch.trace(gram) * torch.eye(3, dtype=dtype, device=start.device)).reshape(9, 1)
     result = torch.empty_like(start)
     status = torch.full((start.shape[1],), _UNSOLVED, dtype=torch.int8, device=start.device)
+    steps = torch.full((start.shape[1],), iterations, dtype=torch.int16, device=start.device)
     remaining = torch.arange(start.shape[1], device=start.device)  # the pixels of the columns iterated
     # Warm start: the multipliers of the unbounded projection (pinned bands counted at 0).
     multipliers = torch.linalg.inv(gram) @ torch.addmm(target, transposed, start.clamp(min=0.0), alpha=-1)  # [3, P]
@@ -673,6 +677,7 @@ def _dual_newton(
             outside = ((step * target).sum(dim=0) > support + _SOLVED * step.abs().sum(dim=0)) & pending & ~done
             status.index_fill_(0, remaining[outside], _OUTSIDE)
             done |= outside
+        steps.index_fill_(0, remaining[done], iteration)
         pending &= ~done
         last = iteration == iterations or not pending.any()
         # Finished pixels stay in the columns, their multipliers frozen, until they are a quarter of them: then (and
@@ -691,11 +696,20 @@ def _dual_newton(
         # Generalised Jacobian of the render in the multipliers: A_fᵀA_f over the bands f strictly inside (0, 1),
         # whose indicator 1 - sign(|z - clip(z)|) takes four float passes where a comparison and a cast take longer.
         free = torch.sub(inside, spectra).abs_().sign_().neg_().add_(1.0)
-        step = _solve_symmetric3(torch.addmm(ridge, outer, free), error).mul_(-pending.to(dtype))
+        system = torch.addmm(ridge, outer, free)
+        if line_search:
+            # A ridge in proportion to the error bounds the steps where fewer than three bands are free (a singular
+            # Jacobian) and vanishes at the solution, where the steps become Newton's again.
+            system += (
+                _REGULARISATION
+                * error.abs().amax(dim=0)
+                * torch.eye(3, dtype=dtype, device=start.device).reshape(9, 1)
+            )
+        step = _solve_symmetric3(system, error).mul_(-pending.to(dtype))
         if line_search:
             step *= _armijo_fraction(start, target, matrix, multipliers, step, error)
         multipliers = multipliers + step
-    return result, status
+    return result, status, steps
 
 
 def _dual_objective(start: torch.Tensor, target: torch.Tensor, matrix: torch.Tensor, multipliers: torch.Tensor):
