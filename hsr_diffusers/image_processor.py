@@ -208,7 +208,8 @@ class HSRImageProcessor:
             cube (`torch.Tensor`): `[N, bands, H, W]` cube in [0, 1] units.
             rgb (`torch.Tensor`): `[N, 3, H, W]` linear RGB in [0, 1].
             iterations (`int`, *optional*, defaults to 20):
-                Most Newton steps per pixel; pixels stop as soon as they are solved (typically 2 to 4 steps).
+                Step limit of the slow stages (see [`~hsr_diffusers.spectral.bounded_rgb_projection`]); pixels stop
+                as soon as they are solved (typically after 1 to 4 steps).
             tolerance (`float`, *optional*, defaults to 1/255):
                 Per-channel slack allowed for RGB outside the gamut.
             saturation_level (`float`, *optional*, defaults to 254.5/255):

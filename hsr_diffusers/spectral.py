@@ -466,16 +466,19 @@ def bounded_rgb_projection(
     of `Aᵀ clip(s0 + Aλ, 0, 1) = y`, a piecewise-linear monotone equation. It is solved by a semismooth Newton iteration
     with the exact generalised Jacobian `A_fᵀA_f` over the bands `f` strictly inside (0, 1): each step is the closed-form
     solution for the bands clipped at the current `λ`, so the iteration ends as soon as it has found which bands are
-    clipped. Warm-started from the unbounded projection, it needs 1 to 4 steps for nearly every pixel (at most 20). All
-    pixels that need it are solved together, in float32, in chunks that fit the cache; the rare pixels that the plain
-    Newton iteration does not solve are finished in float64 with a line search.
+    clipped. Started from the unbounded projection (which has the same bounded solution), it needs 1 to 4 steps for
+    nearly every pixel. All pixels that need it are solved together, in float32, in chunks that fit the cache, with at
+    most 6 plain steps; the few it leaves (dark, saturated RGB, whose dual optimum is far and badly conditioned) are
+    finished in float64 with a ridge in proportion to the error and an Armijo line search on the dual objective, with
+    at most `3 * iterations` steps. A pixel counts as solved when it renders within 1e-6 of `rgb`.
 
     Pixels whose RGB is outside the camera's gamut of [0, 1] spectra (see [`rgb_gamut_mask`]) cannot be solved
     exactly: their dual iterates run off to infinity along a direction `n` that separates the RGB from the gamut
     (`n·y > Σ_k max(0, n·a_k)`, checked at every step, which proves the RGB out of gamut). For them the target becomes
     the box `[y - tolerance, y + tolerance]`: three slack "bands" in [0, 1] with generators `2 * tolerance * e_c` turn it
-    into the equality target `Aᵀs + 2 * tolerance * slack = y + tolerance`, solved by the same iteration (the slack
-    starts at 0.5, no offset).
+    into the equality target `Aᵀs + 2 * tolerance * slack = y + tolerance`, solved by the same iteration from `cube`
+    itself (the slack starts at 0.5, no offset). RGB on the gamut's boundary (within 1e-6), whose dual optimum lies at
+    infinity, takes the same route.
 
     Args:
         cube (`torch.Tensor`):
@@ -488,7 +491,7 @@ def bounded_rgb_projection(
             A float32 `[N, bands, H, W]` tensor holding the clipped unbounded projection of `cube`, to write the result
             into in place (by default a new tensor).
         iterations (`int`, *optional*, defaults to 20):
-            Most Newton steps per pixel and target.
+            Most Newton steps per pixel of the float64 stage (3 times this) and of the box target.
         tolerance (`float`, *optional*, defaults to 1/255):
             Per-channel slack of the target for RGB outside the gamut.
         saturation_level (`float`, *optional*, defaults to 254.5/255):
