@@ -245,7 +245,8 @@ class HSRDiffusionPipeline(DiffusionPipeline):
         estimate = self.image_processor.denormalize(self.estimator(self.image_processor.normalize(rgb)).sample.float())
         if self.config.project_estimate:
             # Not the exact [0, 1]-bounded projection: the output gets that one, and the clip of the closed form
-            # scored the same on the validation scenes at a fraction of the cost (benchmarks/results/real_scenes.md).
+            # scores within 1 % of it on the validation scenes at a fraction of the cost
+            # (benchmarks/results/projection_accuracy.md).
             estimate = self.image_processor.project(estimate, rgb)
         return estimate.clamp(0.0, 1.0)
 
