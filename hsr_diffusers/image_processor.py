@@ -233,7 +233,8 @@ class HSRImageProcessor:
             cube (`torch.Tensor`): `[N, bands, H, W]` cube in [0, 1] units.
             rgb (`torch.Tensor`): `[N, 3, H, W]` linear RGB in [0, 1].
             iterations (`int`, *optional*, defaults to 20):
-                Most Newton steps per pixel; pixels stop as soon as they are solved (typically 2 to 4 steps).
+                Step limit of the slow stages (see [`~hsr_diffusers.spectral.bounded_rgb_projection`]); pixels stop
+                as soon as they are solved (typically after 1 to 4 steps).
             tolerance (`float`, *optional*, defaults to 1/255):
                 Per-channel slack allowed for RGB outside the gamut.
             saturation_level (`float`, *optional*, defaults to 254.5/255):
@@ -242,8 +243,9 @@ class HSRImageProcessor:
         Returns:
             `torch.Tensor`: float32 `[N, bands, H, W]` in [0, 1].
         """
-        projected = self.project(cube, rgb, saturation_level).float().clamp_(0.0, 1.0)
-        return bounded_rgb_projection(cube, rgb, self.rendering, projected, iterations, tolerance, saturation_level)
+        return bounded_rgb_projection(
+            cube, rgb, self.rendering, iterations=iterations, tolerance=tolerance, saturation_level=saturation_level
+        )
 
     def render(self, cube: torch.Tensor) -> torch.Tensor:
         """Linear RGB `[N, 3, H, W]` of a `[N, bands, H, W]` cube."""

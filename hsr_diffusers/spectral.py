@@ -11,6 +11,7 @@ Conventions used across the package:
 """
 
 import io
+from collections.abc import Callable
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -397,12 +398,18 @@ def project_tensor(
     matrix = torch.as_tensor(matrix, dtype=torch.float32, device=cube.device)
     pinv = torch.as_tensor(pinv, dtype=torch.float32, device=cube.device)
     batch, bands, height, width = cube.shape
-    # Batched matmuls over flattened pixels: on CPU about 2.5x faster than the equivalent einsums.
+    # One image at a time, as 2-D matmuls over flattened pixels: on CPU several times faster than einsums or bmm, and the
+    # correction is added by the matmul itself.
     flat = cube.float().reshape(batch, bands, height * width)
-    residual = rgb.float().reshape(batch, 3, height * width) - matrix.T @ flat  # [N, 3, P]
-    if saturation_level is not None:
-        residual = residual * (rgb < saturation_level).all(dim=1).reshape(batch, 1, height * width)
-    return (flat + pinv.T @ residual).reshape(batch, bands, height, width).to(cube.dtype)
+    targets = rgb.float().reshape(batch, 3, height * width)
+    projected = []
+    for image in range(batch):
+        residual = torch.addmm(targets[image], matrix.T, flat[image], alpha=-1)  # [3, P]
+        if saturation_level is not None:
+            residual = residual * (targets[image] < saturation_level).all(dim=0)
+        projected.append(torch.addmm(flat[image], pinv.T, residual))
+    projected = projected[0][None] if batch == 1 else torch.stack(projected)
+    return projected.reshape(batch, bands, height, width).to(cube.dtype)
 
 
 def rgb_gamut_mask(
@@ -442,16 +449,17 @@ def rgb_gamut_mask(
     return _in_zonotope(rgb - offset, generators)
 
 
-def _in_zonotope(points: np.ndarray, generators: np.ndarray) -> np.ndarray:
-    """Whether `(..., 3)` points lie in the zonotope `Σ_k [0, g_k]` of the `(K, 3)` generators."""
+def _in_zonotope(points: np.ndarray, generators: np.ndarray, margin: float = 1e-9) -> np.ndarray:
+    """Whether `(..., 3)` points lie in the zonotope `Σ_k [0, g_k]` of the `(K, 3)` generators, grown by `margin`
+    along every face normal (a negative `margin`: at least that far inside)."""
     first, second = np.triu_indices(len(generators), 1)
     normals = np.cross(generators[first], generators[second])
     lengths = np.linalg.norm(normals, axis=1)
     normals = normals[lengths > 1e-12] / lengths[lengths > 1e-12, None]
     normals = np.concatenate([normals, -normals])  # [F, 3]
     support = np.maximum(normals @ generators.T, 0.0).sum(axis=1)  # [F]
-    # The small slack keeps renders of spectra on the boundary (bands at exactly 0 or 1) inside in float64.
-    return (points @ normals.T <= support + 1e-9).all(axis=-1)
+    # The default slack keeps renders of spectra on the boundary (bands at exactly 0 or 1) inside in float64.
+    return (points @ normals.T <= support + margin).all(axis=-1)
 
 
 def bounded_rgb_projection(
@@ -469,12 +477,22 @@ def bounded_rgb_projection(
 
     Most pixels are solved by the unbounded projection followed by a clip. For the others, the problem `min |s - s0|²`
     subject to `0 <= s <= 1` and `Aᵀs = y` has the dual solution `s = clip(s0 + Aλ, 0, 1)` with `λ` (3 numbers) the root
-    of `Aᵀ clip(s0 + Aλ, 0, 1) = y`, a piecewise-linear monotone equation. It is solved by a vectorised semismooth
-    Newton iteration (Jacobian `A_fᵀA_f` over the bands `f` strictly inside (0, 1), with a backtracking line search),
-    which is exact once the right bands are clipped, typically after 2 to 4 steps. Pixels whose RGB is outside the
-    camera's gamut of [0, 1] spectra (see [`rgb_gamut_mask`]) cannot be solved exactly; for them the target becomes
-    the box `[y - tolerance, y + tolerance]`, solved by the same Newton iteration on the natural residual
-    `Aᵀs - clip(Aᵀs - γλ, y - tolerance, y + tolerance)`.
+    of `Aᵀ clip(s0 + Aλ, 0, 1) = y`, a piecewise-linear monotone equation. It is solved by a semismooth Newton iteration
+    with the exact generalised Jacobian `A_fᵀA_f` over the bands `f` strictly inside (0, 1): each step is the closed-form
+    solution for the bands clipped at the current `λ`, so the iteration ends as soon as it has found which bands are
+    clipped. Started from the unbounded projection (which has the same bounded solution), it needs 1 to 4 steps for
+    nearly every pixel. All pixels that need it are solved together, in float32, in chunks that fit the cache, with at
+    most 6 plain steps; the few it leaves (dark, saturated RGB, whose dual optimum is far and badly conditioned) are
+    finished in float64 with a ridge in proportion to the error and an Armijo line search on the dual objective, with
+    at most `3 * iterations` steps. A pixel counts as solved when it renders within 1e-6 of `rgb`.
+
+    Pixels whose RGB is outside the camera's gamut of [0, 1] spectra (see [`rgb_gamut_mask`]) cannot be solved
+    exactly: their dual iterates run off to infinity along a direction `n` that separates the RGB from the gamut
+    (`n·y > Σ_k max(0, n·a_k)`, checked at every step, which proves the RGB out of gamut). For them the target becomes
+    the box `[y - tolerance, y + tolerance]`: three slack "bands" in [0, 1] with generators `2 * tolerance * e_c` turn it
+    into the equality target `Aᵀs + 2 * tolerance * slack = y + tolerance`, solved by the same iteration from `cube`
+    itself (the slack starts at 0.5, no offset). RGB on the gamut's boundary (within 1e-6), whose dual optimum lies at
+    infinity, takes the same route.
 
     Args:
         cube (`torch.Tensor`):
@@ -484,9 +502,10 @@ def bounded_rgb_projection(
         matrix (`np.ndarray` or `torch.Tensor`):
             `(bands, 3)` rendering matrix (see [`rendering_matrix`]).
         projected (`torch.Tensor`, *optional*):
-            The clipped unbounded projection of `cube`, if already computed (float32, written in place).
+            A float32 `[N, bands, H, W]` tensor holding the clipped unbounded projection of `cube`, to write the result
+            into in place (by default a new tensor).
         iterations (`int`, *optional*, defaults to 20):
-            Most Newton steps per pixel and target.
+            Most Newton steps per pixel of the float64 stage (3 times this) and of the box target.
         tolerance (`float`, *optional*, defaults to 1/255):
             Per-channel slack of the target for RGB outside the gamut.
         saturation_level (`float`, *optional*, defaults to 254.5/255):
@@ -496,118 +515,239 @@ def bounded_rgb_projection(
         `torch.Tensor`: float32 `[N, bands, H, W]` in [0, 1].
     """
     matrix = torch.as_tensor(matrix, dtype=torch.float32, device=cube.device)
-    if projected is None:
-        pinv = torch.linalg.solve(matrix.T @ matrix, matrix.T)
-        projected = project_tensor(cube, rgb, matrix, pinv, saturation_level).float().clamp_(0.0, 1.0)
+    pinv = torch.linalg.solve(matrix.T @ matrix, matrix.T)
+    # The closed form, unclipped: the bounded problem from it has the same solution as from `cube` (they differ by a
+    # vector the camera sees, orthogonal to every change that keeps the render), and it is the Newton iteration's start.
+    unbounded = project_tensor(cube, rgb, matrix, pinv, saturation_level).float()  # a new tensor
     batch, bands, height, width = cube.shape
-    pixels = projected.view(batch, bands, height * width)
+    closed = unbounded.view(batch, bands, height * width)
     targets = rgb.float().reshape(batch, 3, height * width)
-    # Only unsaturated pixels that the clip pushed off their RGB need the iteration.
-    off = ((targets - matrix.T @ pixels).abs() > 1e-6).any(dim=1)  # [N, P]
-    if saturation_level is not None:
-        off &= (targets < saturation_level).all(dim=1)
-    image_index, pixel_index = off.nonzero(as_tuple=True)
-    if image_index.numel() == 0:
-        return projected
-    # float64 for the few pixels solved: the 3x3 systems of nearly clipped pixels are badly conditioned.
-    start = cube.reshape(batch, bands, height * width)[image_index, :, pixel_index].double()  # [P', bands]
-    wanted = targets[image_index, :, pixel_index].double()  # [P', 3]
-    matrix = matrix.double()
-    # A channel whose target is 0 (black, or a channel truncated to 0) puts the pixel on a face of the gamut, which
-    # only spectra with every band that channel sees at 0 reach; the dual optimum lies at infinity there, so those
-    # bands are pinned to 0 instead.
-    pinned = (wanted <= 0).double() @ (matrix.T > 0).double() > 0  # [P', bands]
-    # A few Newton steps solve nearly every pixel; the rest are mostly out of the gamut, where the exact target has no
-    # solution and the iteration would only run to its limit, so they are sorted by the exact gamut test first.
-    spectra, solved = _bounded_newton(start, wanted, matrix, pinned, min(iterations, 4))
-    rest = (~solved).nonzero().squeeze(1)
-    if rest.numel():
-        reachable = torch.from_numpy(_in_zonotope(wanted[rest].cpu().numpy(), matrix.cpu().numpy())).to(rest.device)
-        slow = rest[reachable]
-        if slow.numel():
-            spectra[slow], solved[slow] = _bounded_newton(start[slow], wanted[slow], matrix, pinned[slow], iterations)
-        # Out of the gamut (or, rarely, on an edge of it that the iteration does not reach): aim at the box of RGB
-        # within `tolerance` of the input, which holds the true RGB of an 8-bit input. Three slack "bands" in [0, 1]
-        # with generators `2 * tolerance * e_c` turn the box into the equality target
-        # `Aᵀs + 2 * tolerance * slack = y + tolerance`, solved as above; the slack starts at 0.5 (no offset).
-        outside = (~solved).nonzero().squeeze(1)
-        if outside.numel():
-            slack = torch.full((outside.numel(), 3), 0.5, dtype=start.dtype, device=start.device)
-            extended = torch.cat([matrix, 2 * tolerance * torch.eye(3, dtype=matrix.dtype, device=matrix.device)])
-            extended_spectra, _ = _bounded_newton(
-                torch.cat([start[outside], slack], 1), wanted[outside] + tolerance, extended, None, 5 * iterations
-            )
-            spectra[outside] = extended_spectra[:, :bands]
-    pixels[image_index, :, pixel_index] = spectra.float()
+    # Only unsaturated pixels with a band outside [0, 1] need the iteration; the others are solved by the closed form.
+    indices = []
+    for image in range(batch):
+        low, high = torch.aminmax(closed[image], dim=0)
+        off = (low < 0) | (high > 1)
+        if saturation_level is not None:
+            off &= (targets[image] < saturation_level).all(dim=0)
+        indices.append(off.nonzero().squeeze(1))
+    start = torch.cat([closed[n].index_select(1, index) for n, index in enumerate(indices)], dim=1)  # [bands, P']
+    wanted = torch.cat([targets[n].index_select(1, index) for n, index in enumerate(indices)], dim=1)  # [3, P']
+    if projected is None:
+        projected = unbounded.clamp_(0.0, 1.0)
+    if start.shape[1]:
+        flat_index = torch.cat([index + n * height * width for n, index in enumerate(indices)])
+        cube_pixels = cube.reshape(batch, bands, height * width)
+
+        def original(columns: torch.Tensor) -> torch.Tensor:
+            flat = flat_index[columns]
+            return cube_pixels[flat // (height * width), :, flat % (height * width)].float().T
+
+        spectra = _solve_bounded(start, wanted, matrix, iterations, tolerance, original)
+        pixels = projected.view(batch, bands, height * width)
+        for n, part in enumerate(spectra.split([index.numel() for index in indices], dim=1)):
+            pixels[n].index_copy_(1, indices[n], part)
     return projected
 
 
-def _bounded_newton(
-    start: torch.Tensor, target: torch.Tensor, matrix: torch.Tensor, pinned: torch.Tensor | None, iterations: int
+# A pixel counts as solved when its render is this close to the target in every channel: float32 rounding of a render
+# is about 1e-7, and an 8-bit level is 4e-3.
+_SOLVED = 1e-6
+# Pixels solved together: the working arrays of a chunk ([bands, chunk] float32) stay in the cache.
+_CHUNK = 16384
+# Plain Newton steps before the pixels still unsolved (a few per thousand) are sorted by the exact gamut test.
+_FAST_STEPS = 6
+_SOLVED_STATUS, _OUTSIDE, _UNSOLVED = 0, 1, 2
+_REGULARISATION = 1e-5
+
+
+def _solve_bounded(
+    start: torch.Tensor,
+    target: torch.Tensor,
+    matrix: torch.Tensor,
+    iterations: int,
+    tolerance: float,
+    original: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """
+    The [0, 1] spectra `[bands, P]` closest to `start` `[bands, P]` (an exact, unbounded solution of `Aᵀs = target`)
+    that render to `target` `[3, P]`, in float32. Where no [0, 1] spectrum renders to it exactly: the [0, 1] spectra
+    closest to `original(columns)` (the cube's own columns, `[bands, len(columns)]`) that render within `tolerance`
+    per channel. See [`bounded_rgb_projection`].
+    """
+    bands, count = start.shape
+    result = torch.empty_like(start)
+    status = torch.empty(count, dtype=torch.int8, device=start.device)
+    for first in range(0, count, _CHUNK):
+        chunk = slice(first, first + _CHUNK)
+        # A channel whose target is 0 (black, or a channel truncated to 0) puts the pixel on a face of the gamut, which
+        # only spectra with every band that channel sees at 0 reach; the dual optimum lies at infinity there, so those
+        # bands are pinned to 0 instead (a start of -inf stays clipped to 0 and never counts as free).
+        part, unpinned = start[:, chunk], None
+        if (target[:, chunk] <= 0).any():
+            pinned = ((matrix > 0).to(start.dtype) @ (target[:, chunk] <= 0).to(start.dtype)) > 0
+            part, unpinned = part.masked_fill(pinned, -float("inf")), (~pinned).to(start.dtype)
+        result[:, chunk], status[chunk], _ = _dual_newton(
+            part, target[:, chunk], matrix, min(iterations, _FAST_STEPS), unpinned
+        )
+    unsolved = (status == _UNSOLVED).nonzero().squeeze(1)
+    if unsolved.numel():
+        # Pixels whose float32 steps stall (dark, saturated RGB, where the dual optimum is large and its system badly
+        # conditioned), or out of the gamut without a step that proved it yet, or on its boundary, where the dual
+        # optimum lies at infinity: sorted by the exact gamut test, those inside it are finished in float64 with a
+        # line search.
+        wanted = target[:, unsolved].double()
+        inside = _in_zonotope(wanted.T.cpu().numpy(), matrix.double().cpu().numpy(), margin=-_SOLVED)
+        slow = unsolved[torch.from_numpy(inside).to(start.device)]
+        if slow.numel():
+            part, unpinned = start[:, slow].double(), None
+            pinned = ((matrix > 0).double() @ (target[:, slow] <= 0).double()) > 0
+            if pinned.any():
+                part, unpinned = part.masked_fill(pinned, -float("inf")), (~pinned).double()
+            # Far-off dual optima (extreme violets and reds) take up to a few dozen of these steps.
+            spectra, status[slow], _ = _dual_newton(
+                part, target[:, slow].double(), matrix, 3 * iterations, unpinned, line_search=True
+            )
+            result[:, slow] = spectra.float()
+    outside = (status != _SOLVED_STATUS).nonzero().squeeze(1)
+    if outside.numel():
+        # Out of the gamut (or, rarely, on an edge of it that the iteration does not reach): aim at the box of RGB
+        # within `tolerance` of the input, which holds the true RGB of an 8-bit input. The box is narrowed by twice the
+        # solver's accuracy, so that its float32 solutions render within `tolerance` too.
+        tolerance = tolerance - 2 * _SOLVED
+        extended = torch.cat([matrix, 2 * tolerance * torch.eye(3, dtype=matrix.dtype, device=matrix.device)])
+        # From the cube itself: its closed-form projection is no closer to the box than to any other RGB in it.
+        extended_start = torch.cat([original(outside), torch.full_like(start[:3, outside], 0.5)])
+        extended_target = target[:, outside] + tolerance
+        spectra, extended_status, _ = _dual_newton(extended_start, extended_target, extended, iterations)
+        slow = (extended_status != _SOLVED_STATUS).nonzero().squeeze(1)
+        if slow.numel():
+            spectra[:, slow] = _dual_newton(
+                extended_start[:, slow].double(),
+                extended_target[:, slow].double(),
+                extended,
+                iterations,
+                line_search=True,
+            )[0].float()
+        result[:, outside] = spectra[:bands]
+    return result
+
+
+def _solve_symmetric3(system: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """Solves `[9, P]` symmetric 3x3 systems (row-major) for `[3, P]` right-hand sides, by the adjugate."""
+    a, b, c, _, e, f, _, _, i = system
+    c00, c01, c02 = e * i - f * f, c * f - b * i, b * f - c * e
+    c11, c12, c22 = a * i - c * c, b * c - a * f, a * e - b * b
+    inverse_det = 1.0 / (a * c00 + b * c01 + c * c02)
+    r0, r1, r2 = rhs
+    solution = [c00 * r0 + c01 * r1 + c02 * r2, c01 * r0 + c11 * r1 + c12 * r2, c02 * r0 + c12 * r1 + c22 * r2]
+    return torch.stack(solution) * inverse_det
+
+
+def _dual_newton(
+    start: torch.Tensor,
+    target: torch.Tensor,
+    matrix: torch.Tensor,
+    iterations: int,
+    unpinned: torch.Tensor | None = None,
+    line_search: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """
-    Semismooth Newton on the dual of `min |s - start|²` s.t. `0 <= s <= 1`, `s[pinned] = 0` and `Aᵀs = target`, for
-    `[P, bands]` spectra and `[P, 3]` targets. Returns the spectra `[P, bands]` (the last iterate where unsolved) and whether each pixel was
-    solved (rendered within 1e-9 of its target).
+    Semismooth Newton on the dual of `min |s - start|²` s.t. `0 <= s <= 1` and `Aᵀs = target`, for `[bands, P]`
+    spectra and `[3, P]` targets, in the dtype of `start`. Bands pinned to 0 have a start of -inf and a 0 in
+    `unpinned` (`[bands, P]`, 1 elsewhere; `None` when no band is pinned). Plain steps, or with `line_search` steps
+    halved until the dual objective (convex, with the render error as its gradient) decreases enough, which keeps
+    the iteration from cycling between sets of clipped bands.
+
+    Returns the spectra `[bands, P]` (the last iterate where unsolved), each pixel's status (solved: renders within
+    `_SOLVED` of its target; proved outside the reachable RGB by a separating direction; or unsolved after
+    `iterations` steps) and the number of Newton steps each pixel took.
     """
-    gram = matrix.T @ matrix  # [3, 3]
-    outer = (matrix[:, :, None] * matrix[:, None, :]).reshape(-1, 9)  # [bands, 9]: a_k a_kᵀ per band
-    scale = torch.trace(gram)  # bounds the largest eigenvalue of every A_fᵀA_f
-    eye = torch.eye(3, dtype=start.dtype, device=start.device)
-
-    def residual(multipliers, start, target, pinned):
-        inside = start + multipliers @ matrix.T  # [P, bands]
-        if pinned is not None:
-            inside = inside.masked_fill(pinned, -1.0)
-        error = inside.clamp(0.0, 1.0) @ matrix - target  # [P, 3]
-        return inside, error, error.abs().amax(dim=1)
-
-    # Start from the unbounded projection, whose clip most pixels already accept.
-    multipliers = torch.linalg.solve(gram, (target - start @ matrix).T).T  # [P, 3]
+    dtype = start.dtype
+    matrix = matrix.to(dtype)
+    columns = [matrix[:, channel, None] for channel in range(3)]  # [bands, 1] each
+    transposed = matrix.T.contiguous()  # [3, bands]
+    gram = transposed @ matrix
+    outer = (matrix[:, :, None] * matrix[:, None, :]).reshape(-1, 9).T.contiguous()  # [9, bands]: a_k a_kᵀ per band
+    # A ridge at the dtype's precision keeps the systems of pixels with fewer than three free bands solvable.
+    ridge = (torch.finfo(dtype).eps * torch.trace(gram) * torch.eye(3, dtype=dtype, device=start.device)).reshape(9, 1)
     result = torch.empty_like(start)
-    solved = torch.zeros(len(start), dtype=torch.bool, device=start.device)
-    remaining = torch.arange(len(start), device=start.device)
-    inside, error, merit = residual(multipliers, start, target, pinned)
+    status = torch.full((start.shape[1],), _UNSOLVED, dtype=torch.int8, device=start.device)
+    steps = torch.full((start.shape[1],), iterations, dtype=torch.int16, device=start.device)
+    remaining = torch.arange(start.shape[1], device=start.device)  # the pixels of the columns iterated
+    # Warm start: the multipliers of the unbounded projection (pinned bands counted at 0).
+    multipliers = torch.linalg.inv(gram) @ torch.addmm(target, transposed, start.clamp(min=0.0), alpha=-1)  # [3, P]
+    step = None
     for iteration in range(iterations + 1):
-        done = merit <= 1e-9
-        solved[remaining[done]] = True
-        if iteration == iterations:
-            done[:] = True
-        result[remaining[done]] = inside[done].clamp(0.0, 1.0)
-        keep = ~done
-        if not keep.any():
-            break
-        remaining, multipliers, start, target = (x[keep] for x in (remaining, multipliers, start, target))
-        pinned = None if pinned is None else pinned[keep]
-        inside, error, merit = inside[keep], error[keep], merit[keep]
-        # Generalised Jacobian of the render in the multipliers: A_fᵀA_f over the bands f strictly inside (0, 1).
-        free = ((inside > 0) & (inside < 1)).to(start.dtype)
-        # A tiny ridge keeps the systems of pixels with fewer than three free bands solvable; the line search below
-        # catches the long steps it allows.
-        ridge = 1e-12 * scale * eye
-        step = torch.linalg.solve((free @ outer).view(-1, 3, 3) + ridge, -error)
-        trial = residual(multipliers + step, start, target, pinned)
-        # Backtracking where the full step does not reduce the largest residual (pixels whose set of clipped bands
-        # changes a lot in one step): halve it up to four times, then fall back to a dual gradient step, which cannot
-        # overshoot (its length is below 1 / the largest eigenvalue of any A_fᵀA_f).
-        worse = (trial[2] >= merit).nonzero().squeeze(1)
-        fraction = torch.ones(len(worse), 1, dtype=start.dtype, device=start.device)
-        for halving in range(5):
-            if worse.numel() == 0:
+        # s0 + Aλ as three broadcast multiply-adds: a matmul with an inner size of 3 is twice as slow on CPU.
+        inside = torch.addcmul(start, columns[0], multipliers[0:1])  # [bands, P]
+        inside.addcmul_(columns[1], multipliers[1:2]).addcmul_(columns[2], multipliers[2:3])
+        spectra = inside.clamp(0.0, 1.0)
+        error = transposed @ spectra - target  # [3, P]
+        pending = status.index_select(0, remaining) == _UNSOLVED
+        done = (error.abs().amax(dim=0) <= _SOLVED) & pending
+        status.index_fill_(0, remaining[done], _SOLVED_STATUS)
+        if step is not None and iteration != 2:
+            # The iterates of an RGB that no spectrum reaches run off along a direction n that separates it from every
+            # reachable render: n·y > Σ_k max(0, n·a_k) over the bands k not pinned. Checking the step proves it.
+            reach = (matrix @ step).clamp_(min=0.0)
+            support = (reach if unpinned is None else reach.mul_(unpinned)).sum(dim=0)
+            outside = ((step * target).sum(dim=0) > support + _SOLVED * step.abs().sum(dim=0)) & pending & ~done
+            status.index_fill_(0, remaining[outside], _OUTSIDE)
+            done |= outside
+        steps.index_fill_(0, remaining[done], iteration)
+        pending &= ~done
+        last = iteration == iterations or not pending.any()
+        # Finished pixels stay in the columns, their multipliers frozen, until they are a quarter of them: then (and
+        # after the last step) their spectra are written out and their columns dropped.
+        if last or 4 * int(pending.sum()) <= 3 * len(pending):
+            finished = (~pending).nonzero().squeeze(1) if not last else torch.arange(len(pending), device=start.device)
+            result.index_copy_(1, remaining[finished], spectra.index_select(1, finished))
+            if last:
                 break
-            if halving < 4:
-                fraction = fraction / 2
-                candidate = fraction * step[worse]
-            else:
-                candidate = -error[worse] / scale
-            smaller = residual(
-                multipliers[worse] + candidate, start[worse], target[worse], None if pinned is None else pinned[worse]
+            keep = pending.nonzero().squeeze(1)
+            remaining, pending = remaining[keep], pending[keep]
+            start, target, multipliers, inside, spectra, error = (
+                x.index_select(1, keep) for x in (start, target, multipliers, inside, spectra, error)
             )
-            better = smaller[2] < merit[worse] if halving < 4 else torch.ones_like(worse, dtype=torch.bool)
-            for full, part in zip(trial, smaller):
-                full[worse[better]] = part[better]
-            step[worse[better]] = candidate[better]
-            worse, fraction = worse[~better], fraction[~better]
+            unpinned = None if unpinned is None else unpinned.index_select(1, keep)
+        # Generalised Jacobian of the render in the multipliers: A_fᵀA_f over the bands f strictly inside (0, 1),
+        # whose indicator 1 - sign(|z - clip(z)|) takes four float passes where a comparison and a cast take longer.
+        free = torch.sub(inside, spectra).abs_().sign_().neg_().add_(1.0)
+        system = torch.addmm(ridge, outer, free)
+        if line_search:
+            # A ridge in proportion to the error bounds the steps where fewer than three bands are free (a singular
+            # Jacobian) and vanishes at the solution, where the steps become Newton's again.
+            system += (
+                _REGULARISATION
+                * error.abs().amax(dim=0)
+                * torch.eye(3, dtype=dtype, device=start.device).reshape(9, 1)
+            )
+        step = _solve_symmetric3(system, error).mul_(-pending.to(dtype))
+        if line_search:
+            step *= _armijo_fraction(start, target, matrix, multipliers, step, error)
         multipliers = multipliers + step
-        inside, error, merit = trial
-    return result, solved
+    return result, status, steps
+
+
+def _dual_objective(start: torch.Tensor, target: torch.Tensor, matrix: torch.Tensor, multipliers: torch.Tensor):
+    """The dual objective `Σ_k ψ(s0_k + a_kᵀλ) - λ·y` per pixel, with `ψ` the integral of the clip to [0, 1]."""
+    inside = start + matrix @ multipliers
+    spectra = inside.clamp(0.0, 1.0)
+    # ψ(z) = clip(z) * (max(z, 0) - clip(z) / 2): 0 below 0, z²/2 inside, z - 1/2 above 1 (and 0 for pinned bands).
+    return (spectra * (inside.clamp(min=0.0) - 0.5 * spectra)).sum(dim=0) - (multipliers * target).sum(dim=0)
+
+
+def _armijo_fraction(start, target, matrix, multipliers, step, error, halvings: int = 30) -> torch.Tensor:
+    """The `[P]` fractions of the Newton `step` that decrease the dual objective by at least 1e-4 of the decrease its
+    slope (`error · step`) predicts, halving from 1; the objective's rounding error counts as a decrease."""
+    current = _dual_objective(start, target, matrix, multipliers)
+    slope = (error * step).sum(dim=0)
+    slack = 8 * torch.finfo(start.dtype).eps * (current.abs() + 1)
+    fraction = torch.ones_like(current)
+    for _ in range(halvings):
+        trial = _dual_objective(start, target, matrix, multipliers + fraction * step)
+        worse = trial > current + 1e-4 * fraction * slope + slack
+        if not worse.any():
+            break
+        fraction = torch.where(worse, fraction / 2, fraction)
+    return fraction

@@ -2,6 +2,8 @@
 fixture data."""
 
 # benchmarks/ is on the test path (pyproject.toml), as it is on a benchmark's own when it runs.
+import json
+
 import common
 import ddpm_defaults
 import numpy as np
@@ -137,34 +139,51 @@ def test_throughput_worker_runs_each_pipeline_with_its_own_tiling(tiny_ddpm_dir,
 
 def test_real_scenes_times_every_pipeline_and_scores_consistency(tiny_ddpm_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
-    for seed, scene in enumerate(real_scenes.SCENES):  # CAVE folders of 16-bit band PNGs, 16x16
+    monkeypatch.setattr(real_scenes, "RESULTS_DIR", tmp_path / "results")
+    for seed, scene in enumerate(("feathers", "glass_tiles")):  # CAVE folders of 16-bit band PNGs, 16x16
         folder = tmp_path / "cave" / f"{scene}_ms"
         folder.mkdir(parents=True)
         bands = np.round(smooth_cube(16, 16, seed=seed) * 65535).astype(np.uint16)
         for index in range(bands.shape[-1]):
             Image.fromarray(bands[..., index]).save(folder / f"{scene}_ms_{index + 1:02d}.png")
+    (tmp_path / "icvl").mkdir()
+    for seed in range(4):  # ICVL strips: 12-bit radiance, a few lines high
+        rad = np.round(smooth_cube(5, 40, seed=10 + seed) * 3000).astype(np.uint16)
+        np.savez(tmp_path / "icvl" / f"strip_{seed}.npz", rad=rad, bands=np.arange(400, 701, 10, dtype=np.float32))
     torch.manual_seed(0)
     HSRFeedForwardPipeline(unet=HSRPixelGANGenerator(num_downs=3, ngf=4)).save_pretrained(tmp_path / "gan")
     HSRFeedForwardPipeline(unet=MSTPlusPlus(out_channels=31, num_stages=1)).save_pretrained(tmp_path / "mst")
     args = real_scenes.parse_args(
-        ["--data_dir", str(tmp_path / "cave"), "--ddpm", str(tiny_ddpm_dir), "--pixelgan", str(tmp_path / "gan")]
-        + ["--mst", str(tmp_path / "mst"), "--repeats", "1", "--output", "scenes"]
+        ["--data_dir", str(tmp_path / "cave"), "--icvl_dir", str(tmp_path / "icvl"), "--size", "16"]
+        + ["--ddpm", str(tiny_ddpm_dir), "--pixelgan", str(tmp_path / "gan"), "--mst", str(tmp_path / "mst")]
+        + ["--repeats", "1", "--output", "scenes"]
     )
     real_scenes.main(args)
 
     text = (tmp_path / "results" / "scenes.md").read_text()
     assert "- Machine: " in text and "torch threads 1" in text and "best of 1 runs" in text
-    assert "Seconds per 16x16 image" in text  # the photo is resized to the scenes' size
-    speed = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| ") and "x) |" in line}
-    assert sorted(speed) == ["DDPM", "MST++", "PixelGAN", "PixelGAN, no projection"]
-    assert speed["MST++"].count("(1.00x)") == 3
+    inputs = ["CAVE feathers", "CAVE glass_tiles", "ICVL mosaic 1", "ICVL mosaic 2", "photo chelsea.jpg"]
+    inputs += ["photo coffee.png", "photo rocket.jpg"]
+    assert "7 inputs of 16x16" in text
+    lines = [line for line in text.splitlines() if line.startswith("| ") and "x) |" in line]
+    per_input = {line.split(" | ")[0][2:]: line for line in lines if not line.startswith("| input |")}
+    assert sorted(per_input) == sorted(inputs)
+    assert all(line.count("(1.00x)") >= 1 for line in per_input.values())  # MST++ against itself
+    summary = [line.split(" | ") for line in text.splitlines() if line.startswith("| ") and " / " in line][1:]
+    assert [row[0][2:] for row in summary[:3]] == ["PixelGAN", "PixelGAN, no projection", "DDPM"]
     rows = [line.split(" | ") for line in text.splitlines() if line.startswith(("| PixelGAN | ", "| DDPM | "))]
-    consistency = [row for row in rows if row[1] in real_scenes.SCENES]
+    consistency = [row for row in rows if row[1].startswith(("CAVE", "ICVL"))]
     assert [row[:2] for row in consistency] == [
-        ["| PixelGAN", "feathers"],
-        ["| PixelGAN", "glass_tiles"],
-        ["| DDPM", "feathers"],
-        ["| DDPM", "glass_tiles"],
+        [f"| {model}", name] for model in ("PixelGAN", "DDPM") for name in inputs[:4]
     ]
     for row in consistency:  # the shipped projection keeps every value within 1/255 of the input on smooth cubes
         assert row[2] == "0.00%" and float(row[4]) <= 1.0
+
+    results = json.loads((tmp_path / "results" / "scenes.json").read_text())
+    assert results["inputs"] == inputs
+    for name in ("PixelGAN", "DDPM"):
+        spread = results["summary"][name]["ratio_wall"]
+        assert 0 < spread["min"] <= spread["median"] <= spread["max"]
+        shares = [results["per_input"][i][name]["projection_share"] for i in inputs]
+        assert all(0 < share < 1 for share in shares)  # the projections ran, inside the pipeline's time
+    assert results["per_input"]["CAVE feathers"]["MST++"]["projection_wall"] == 0
