@@ -63,7 +63,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from common import RESULTS_DIR, machine_info
+from common import RESULTS_DIR, machine_info, write_report
 
 from hsr_diffusers.data.degradation import HELD_OUT_CAMERAS, PhotoSettings
 from hsr_diffusers.spectral import DEFAULT_RESPONSE
@@ -322,8 +322,6 @@ def main(argv: list[str] | None = None) -> int:
                 result.methods[name]["source"] = path
             results[condition].append(result)
     report = build_report(results, args.model_paths, args.command, args.floor, args.split)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(report)
     summary = {condition: condition_means(runs) for condition, runs in results.items()}
     payload = {
         "command": args.command,
@@ -334,9 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "calibration": {condition: [result.calibration for result in runs] for condition, runs in results.items()},
     }
-    args.output.with_suffix(".json").write_text(json.dumps(payload, indent=2, default=float))
-    print(report)
-    print(f"Wrote {args.output} and its .json.")
+    write_report(args.output, report, payload)
     return 0
 
 

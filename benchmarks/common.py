@@ -1,5 +1,6 @@
 """Helpers shared by the benchmark scripts: machine description, Markdown tables, result files."""
 
+import json
 import os
 import platform
 import shlex
@@ -39,6 +40,16 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def write_report(path: Path, report: str, payload: dict) -> None:
+    """Writes a report that states its own command (`path`, Markdown) and its numbers (`path` with `.json`), and prints
+    the report: what scripts and tests read is the JSON, never the Markdown."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(report)
+    path.with_suffix(".json").write_text(json.dumps(payload, indent=2, default=float))
+    print(report)
+    print(f"Wrote {path} and its .json.")
 
 
 def write_result(name: str, title: str, body: str) -> Path:

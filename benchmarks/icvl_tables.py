@@ -30,7 +30,6 @@ matrix: trained on CAVE only or on the mix, tested on CAVE and on ICVL. `--outpu
 """
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -40,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from cave_tables import budget_section
-from common import RESULTS_DIR, machine_info
+from common import RESULTS_DIR, machine_info, write_report
 
 from hsr_diffusers.data import get_split, load_cube
 from hsr_diffusers.data.degradation import PhotoSettings, Relighting, illuminant_spectrum, render_photo
@@ -311,12 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, coverage = score(pipelines, scenes, args)
     methods = list(pipelines)
     report, summary = build_report(args, rows, coverage, methods)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(report)
-    payload = {"command": args.command, "summary": summary, "rows": rows}
-    args.output.with_suffix(".json").write_text(json.dumps(payload, indent=2, default=float))
-    print(report)
-    print(f"Wrote {args.output} and its .json.")
+    write_report(args.output, report, {"command": args.command, "summary": summary, "rows": rows})
     return 0
 
 

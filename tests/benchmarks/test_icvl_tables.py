@@ -7,7 +7,7 @@ import icvl_tables
 import numpy as np
 import torch
 
-from hsr_diffusers import HSRPixelGANPipeline, PixelMLP
+from hsr_diffusers import HSRFeedForwardPipeline, PixelMLP
 from tests.testing_utils import CAVE_DIR, ICVL_DIR, requires_cave, requires_icvl
 
 
@@ -15,7 +15,7 @@ from tests.testing_utils import CAVE_DIR, ICVL_DIR, requires_cave, requires_icvl
 @requires_cave
 def test_icvl_tables_scores_models_and_floors_per_scene(tmp_path):
     torch.manual_seed(0)
-    HSRPixelGANPipeline(unet=PixelMLP(hidden_channels=[8])).save_pretrained(tmp_path / "mlp")
+    HSRFeedForwardPipeline(unet=PixelMLP(hidden_channels=[8])).save_pretrained(tmp_path / "mlp")
     output = tmp_path / "tables.md"
     argv = ["--models", f"mlp={tmp_path / 'mlp'}", "--trained-on", "mlp=nothing", "--floors", "floor_icvl"]
     argv += ["--icvl-dir", str(ICVL_DIR), "--cave-dir", str(CAVE_DIR), "--max-scenes", "1", "--cave-crop", "16"]
