@@ -48,6 +48,9 @@ there are listed as skipped, the others are reconstructed (an image with some ou
 --overwrite is given too). `--overwrite` replaces an image's outputs only once the new ones are complete, and removes
 those of the same format that the new run does not write (NAME_std after a run with --samples). Ctrl-C discards the
 image in progress, prints what was finished and exits with status 130.
+
+The cubes are what the model outputs: for the bundled models, reflectance in [0, 1] relative to a white surface
+under the photo's light (white-balanced photos; exposure scales it), not radiance.
 """
 
 import argparse
