@@ -249,7 +249,8 @@ class HSRFeedForwardPipeline(DiffusionPipeline):
         device, processor = self._execution_device, self.image_processor
 
         # 3. Run the network tile group by tile group (one tile when `tile_size` is None; small tiles several per
-        #    call), and blend; rows that no later tile covers are final
+        #    call), and blend; rows that no later tile covers are final, and are projected then: the projection is per
+        #    pixel, so projecting each pixel once, after blending, costs less than projecting every overlapping tile
         tiler = Tiler(
             processor, height, width, tile_size, tile_overlap, self.downsample_factor, batch, self.TILE_BATCH_PIXELS
         )
@@ -259,9 +260,10 @@ class HSRFeedForwardPipeline(DiffusionPipeline):
                 rgb_tiles = tiler.crop(rgb, group).to(device)  # [K * N, 3, h, w]
                 padded = processor.pad_to_multiple(rgb_tiles, self.downsample_factor)
                 cubes = processor.denormalize(self.predict(padded))[..., : tiler.tile_height, : tiler.tile_width]
-                if rgb_consistency:
-                    cubes = processor.project_and_clip(cubes, rgb_tiles)
-                top, rows = tiler.blend(group, cubes.clamp(0.0, 1.0))  # [N, bands, r, W]
+                top, rows = tiler.blend(group, cubes if rgb_consistency else cubes.clamp(0.0, 1.0))  # [N, bands, r, W]
+                if rgb_consistency and rows.shape[2]:
+                    rgb_rows = rgb[..., top : top + rows.shape[2], :].to(device)  # [N, 3, r, W]
+                    rows = processor.project_and_clip(rows.to(device), rgb_rows).cpu()
                 rows = {"cubes": rows.permute(0, 2, 3, 1).numpy() if output_type == "np" else rows}
                 tiles_done += len(group.tiles)
                 if callback_on_tile_end is not None:
