@@ -314,8 +314,10 @@ class TrainingProgress:
         """One step on the bar (a step bar), or the minutes so far (a time-budget bar), with the step and losses."""
         bar = self.progress_bar
         if self.args.max_train_minutes is None:
-            bar.set_postfix(logs, refresh=False)
             bar.update(1)
+            # Redrawn at every step, as tqdm's own `set_postfix` does: benchmarks/training_throughput.py times the steps
+            # from the bar's lines.
+            bar.set_postfix(logs)
         else:
             bar.set_postfix({"step": self.global_step, **logs}, refresh=False)
             bar.update(max(min(self.timer.minutes(), bar.total) - bar.n, 0.0))
