@@ -502,8 +502,8 @@ def bounded_rgb_projection(
         matrix (`np.ndarray` or `torch.Tensor`):
             `(bands, 3)` rendering matrix (see [`rendering_matrix`]).
         projected (`torch.Tensor`, *optional*):
-            A float32 `[N, bands, H, W]` tensor holding the clipped unbounded projection of `cube`, to write the result
-            into in place (by default a new tensor).
+            A float32 `[N, bands, H, W]` tensor to write the result into, in place (by default a new tensor); what it
+            holds before is not read.
         iterations (`int`, *optional*, defaults to 20):
             Most Newton steps per pixel of the float64 stage (3 times this) and of the box target.
         tolerance (`float`, *optional*, defaults to 1/255):
@@ -532,8 +532,8 @@ def bounded_rgb_projection(
         indices.append(off.nonzero().squeeze(1))
     start = torch.cat([closed[n].index_select(1, index) for n, index in enumerate(indices)], dim=1)  # [bands, P']
     wanted = torch.cat([targets[n].index_select(1, index) for n, index in enumerate(indices)], dim=1)  # [3, P']
-    if projected is None:
-        projected = unbounded.clamp_(0.0, 1.0)
+    # The closed form clipped is the answer wherever it was already in [0, 1]; the iterated pixels overwrite the rest.
+    projected = unbounded.clamp_(0.0, 1.0) if projected is None else projected.copy_(unbounded.clamp_(0.0, 1.0))
     if start.shape[1]:
         flat_index = torch.cat([index + n * height * width for n, index in enumerate(indices)])
         cube_pixels = cube.reshape(batch, bands, height * width)

@@ -173,7 +173,8 @@ def test_real_scenes_times_every_pipeline_and_scores_consistency(tiny_ddpm_dir, 
     assert [row[0][2:] for row in summary[:3]] == ["PixelGAN", "PixelGAN, no projection", "DDPM"]
     rows = [line.split(" | ") for line in text.splitlines() if line.startswith(("| PixelGAN | ", "| DDPM | "))]
     consistency = [row for row in rows if len(row) > 2 and "%" in row[2]]
-    assert [row[:2] for row in consistency] == [  # the NTIRE-clean inputs only: a photo's sRGB is not what it renders to
+    # The NTIRE-clean inputs only: a photo's sRGB is not what it renders to.
+    assert [row[:2] for row in consistency] == [
         [f"| {model}", name] for model in ("PixelGAN", "DDPM") for name in inputs[:4]
     ]
     for row in consistency:  # the shipped projection keeps every value within 1/255 of the input on smooth cubes

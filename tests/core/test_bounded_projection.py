@@ -156,6 +156,9 @@ def test_a_colourful_scene_is_exact_where_reachable():
     assert error[unsaturated].max() <= 1 / 255
     reachable = torch.from_numpy(rgb_gamut_mask(rgb8)) & unsaturated
     assert error[reachable].max() < 1e-5
+    # Written into a given tensor, whatever it held, the result is the same.
+    into = torch.full_like(guess, float("nan"))
+    assert bounded_rgb_projection(guess, rgb, MATRIX, projected=into) is into and torch.equal(into, projected)
     # The plain float32 Newton steps solve nearly every pixel that needs them, in a few steps.
     matrix = torch.as_tensor(MATRIX, dtype=torch.float32)
     closed = spectral.project_tensor(guess, rgb, matrix, torch.linalg.pinv(matrix)).reshape(31, -1)
