@@ -1,6 +1,8 @@
 """Calibrate a released DDPM's uncertainty on its training scenes and store the calibration in the pipeline's config.
 
     python train_scripts/calibrate_uncertainty.py --model runs/ddpm-v2 --train_data_dir data/cave
+    python train_scripts/calibrate_uncertainty.py --model runs/ddpm-mix --train_data_dir data/cave data/icvl_strips \
+        --train_data_split cave_holdout7 icvl
 
 The spread of a few samples (`output.uncertainty`) tracks the error but is too small: the samples share the model's
 bias. This script measures, per band, how much the sample standard deviation must be scaled so that `--coverage` of
@@ -60,9 +62,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--train_data_dir",
         required=True,
-        help="A dataset folder written by `hsr data prepare`, or a raw folder (cube files, or CAVE scene folders of "
-        "band PNGs: with feathers and glass_tiles present, the built-in split's training scenes) prepared on the fly "
-        "into a temporary folder.",
+        nargs="+",
+        help="One or more sources, as the model trained on them: dataset folders written by `hsr data prepare`, or raw "
+        "folders (cube files, CAVE scene folders of band PNGs, the ICVL strips) prepared on the fly into a temporary "
+        "folder (or --prepared_data_dir). Every training scene of every source is used.",
+    )
+    parser.add_argument(
+        "--train_data_split",
+        nargs="+",
+        default=None,
+        help="The built-in split of each raw source (e.g. `cave_holdout7 icvl`), as in training; default: detected.",
+    )
+    parser.add_argument(
+        "--prepared_data_dir",
+        default=None,
+        help="Where raw sources were prepared by training (`--prepared_data_dir` of the training run), to reuse them.",
     )
     parser.add_argument("--train_split", default="train")
     parser.add_argument("--crops_per_scene", type=int, default=2, help="Random crops per scene and input kind.")
@@ -74,6 +88,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 0 < args.coverage < 1:
         parser.error(f"--coverage must be in (0, 1), got {args.coverage}")
+    if args.train_data_split is not None and len(args.train_data_split) != len(args.train_data_dir):
+        parser.error(
+            f"--train_data_split names {len(args.train_data_split)} splits for {len(args.train_data_dir)} sources."
+        )
     if args.output_dir is None and not args.dry_run:
         if is_bundled(args.model):
             parser.error(
@@ -107,11 +125,15 @@ def normalised_errors(pipe: HSRDiffusionPipeline, split: datasets.Dataset, args)
     scores = []
     for index in range(len(split)):
         cube = np.asarray(get_cube(split, index), dtype=np.float32)  # [H, W, bands]
+        # Radiance in sensor counts (ICVL) is divided by the scene's maximum, the exposure the evaluation uses;
+        # reflectance (CAVE, at most about 1) is kept as stored.
+        cube = cube / max(float(cube.max()), 1.0)
         height, width = cube.shape[:2]
+        crop_height, crop_width = min(args.crop_size, height), min(args.crop_size, width)  # thin strips: full height
         for crop in range(2 * args.crops_per_scene):
-            top = int(rng.integers(0, height - args.crop_size + 1))
-            left = int(rng.integers(0, width - args.crop_size + 1))
-            patch = cube[top : top + args.crop_size, left : left + args.crop_size]
+            top = int(rng.integers(0, height - crop_height + 1))
+            left = int(rng.integers(0, width - crop_width + 1))
+            patch = cube[top : top + crop_height, left : left + crop_width]
             if crop % 2 == 0:
                 rgb = render_training_rgb(patch, response, wavelengths).astype(np.float32)
             else:
@@ -134,11 +156,20 @@ def main(args: argparse.Namespace) -> dict:
     pipe = HSRDiffusionPipeline.from_pretrained(source)
     pipe.set_progress_bar_config(disable=True)
     with tempfile.TemporaryDirectory() as tmp:
-        data_dir = script_data.prepare_data_dir(args.train_data_dir, Path(tmp) / "prepared", pipe.config.response)
-        split = datasets.load_from_disk(str(data_dir))[args.train_split]
-        scores = normalised_errors(pipe, split, args)  # [values, bands]
-        num_scenes = len(split)
-        del split  # memory-mapped from the temporary folder
+        prepared_root = Path(args.prepared_data_dir or Path(tmp) / "prepared")
+        splits = args.train_data_split or [None] * len(args.train_data_dir)
+        scores, num_scenes = [], 0
+        for index, (folder, split_name) in enumerate(zip(args.train_data_dir, splits)):
+            # The layout of training's --prepared_data_dir: the folder itself for one source, else `<index>-<name>`.
+            prepared = prepared_root
+            if len(args.train_data_dir) > 1:
+                prepared = prepared_root / f"{index}-{Path(folder).resolve().name}"
+            data_dir = script_data.prepare_data_dir(folder, prepared, pipe.config.response, split_name)
+            split = datasets.load_from_disk(str(data_dir))[args.train_split]
+            scores.append(normalised_errors(pipe, split, args))  # [values, bands]
+            num_scenes += len(split)
+            del split  # memory-mapped from the temporary folder
+        scores = np.concatenate(scores)
 
     # ±2 s σ holds `coverage` of the values of a band when 2 s is that quantile of the band's normalised errors.
     scale = np.quantile(scores, args.coverage, axis=0) / 2.0

@@ -24,8 +24,9 @@ def model_dir(tiny_ddpm_release, tmp_path):
     return folder
 
 
-def run(folder, data, *extra):
-    argv = ["--model", str(folder), "--train_data_dir", str(data), "--crop_size", "16", "--crops_per_scene", "1"]
+def run(folder, data, *extra, train_data=None):
+    argv = ["--model", str(folder), "--train_data_dir", *(train_data or [str(data)])]
+    argv += ["--crop_size", "16", "--crops_per_scene", "1"]
     return calibrate_uncertainty.main(calibrate_uncertainty.parse_args(argv + ["--num_samples", "2", *extra]))
 
 
@@ -54,6 +55,28 @@ def test_calibration_is_stored_restored_and_documented_in_the_card(model_dir, ti
     # A second run measures the raw spread again (the stored factors are divided out), so it finds the same factors.
     again = run(model_dir, tiny_dataset, "--coverage", "0.8", "--dry_run")
     assert np.allclose(again["uncertainty_scale"], scale, rtol=1e-3)
+
+
+def test_several_sources_with_thin_radiance_strips_are_calibrated_together(model_dir, tiny_dataset, tmp_path):
+    # A raw folder of two strips thinner than a crop, in sensor counts (like the ICVL strips), beside the dataset.
+    strips = tmp_path / "strips"
+    strips.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("site_a", "site_b"):
+        np.save(strips / f"{name}.npy", (4095 * rng.uniform(0.05, 1.0, (6, 40, 31))).astype(np.float32))
+    summary = run(model_dir, tiny_dataset, "--dry_run", train_data=[str(tiny_dataset), str(strips)])
+    only_dataset = run(model_dir, tiny_dataset, "--dry_run")
+    assert summary["num_scenes"] == only_dataset["num_scenes"] + 2
+    # Every value of the 6-high, 16-wide crops of the strips counts: one clean and one photo crop per strip.
+    assert summary["num_values"] == only_dataset["num_values"] + 2 * 2 * 6 * 16 * 31
+    assert np.isfinite(summary["uncertainty_scale"]).all()
+
+
+def test_a_split_per_source_is_checked(model_dir):
+    with pytest.raises(SystemExit):
+        calibrate_uncertainty.parse_args(
+            ["--model", str(model_dir), "--train_data_dir", "a", "b", "--train_data_split", "icvl", "--dry_run"]
+        )
 
 
 def test_a_later_calibration_replaces_the_card_section(tmp_path):
