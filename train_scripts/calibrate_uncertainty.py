@@ -125,9 +125,6 @@ def normalised_errors(pipe: HSRDiffusionPipeline, split: datasets.Dataset, args)
     scores = []
     for index in range(len(split)):
         cube = np.asarray(get_cube(split, index), dtype=np.float32)  # [H, W, bands]
-        # Radiance in sensor counts (ICVL) is divided by the scene's maximum, the exposure the evaluation uses;
-        # reflectance (CAVE, at most about 1) is kept as stored.
-        cube = cube / max(float(cube.max()), 1.0)
         height, width = cube.shape[:2]
         crop_height, crop_width = min(args.crop_size, height), min(args.crop_size, width)  # thin strips: full height
         for crop in range(2 * args.crops_per_scene):

@@ -58,12 +58,12 @@ def test_calibration_is_stored_restored_and_documented_in_the_card(model_dir, ti
 
 
 def test_several_sources_with_thin_radiance_strips_are_calibrated_together(model_dir, tiny_dataset, tmp_path):
-    # A raw folder of two strips thinner than a crop, in sensor counts (like the ICVL strips), beside the dataset.
+    # A raw folder of two radiance strips thinner than a crop (like the ICVL strips, at their stored levels).
     strips = tmp_path / "strips"
     strips.mkdir()
     rng = np.random.default_rng(0)
     for name in ("site_a", "site_b"):
-        np.save(strips / f"{name}.npy", (4095 * rng.uniform(0.05, 1.0, (6, 40, 31))).astype(np.float32))
+        np.save(strips / f"{name}.npy", rng.uniform(0.01, 0.3, (6, 40, 31)).astype(np.float32))
     summary = run(model_dir, tiny_dataset, "--dry_run", train_data=[str(tiny_dataset), str(strips)])
     only_dataset = run(model_dir, tiny_dataset, "--dry_run")
     assert summary["num_scenes"] == only_dataset["num_scenes"] + 2
