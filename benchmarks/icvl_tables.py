@@ -87,6 +87,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
     parser.add_argument("--samples", type=int, default=4, help="samples per image of diffusion models (coverage)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--goals",
+        nargs="*",
+        default=[],
+        metavar="NAME",
+        help="--models names to check against the goals of issue 25 (ratios to --goals-floor and --goals-baseline)",
+    )
+    parser.add_argument("--goals-floor", default="floor_both", choices=list(FLOORS))
+    parser.add_argument("--goals-baseline", default=None, metavar="NAME", help="the per-pixel MLP of the goals")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "icvl_tables.md")
     args = parser.parse_args(argv)
     args.model_paths, args.labels = {}, dict(FLOORS)
@@ -100,6 +109,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not sep or name not in args.model_paths:
             parser.error(f"--trained-on takes NAME=LABEL for a --models name, got {item!r}")
         args.labels[name] = label
+    for name in [*args.goals, *([args.goals_baseline] if args.goals_baseline else [])]:
+        if name not in args.model_paths:
+            parser.error(f"--goals and --goals-baseline take --models names, got {name!r}")
+    if args.goals and (args.goals_floor not in args.floors or set(args.conditions) != set(CONDITIONS)):
+        parser.error("--goals needs --goals-floor among --floors and both --conditions")
     arguments = sys.argv[1:] if argv is None else argv
     args.command = shlex.join(["python", "benchmarks/icvl_tables.py", *arguments])
     return args
@@ -258,6 +272,46 @@ def format_per_scene(rows, methods, condition: str, dataset: str) -> str:
     return "\n".join(lines)
 
 
+# (column, summary key, condition, what it is compared with, goal): the goals of issue 25, each a ratio (at most the
+# goal) or a coverage (at least the goal).
+GOALS = [
+    ("ICVL RMSE", "icvl_rmse", "clean", "floor", 0.80),
+    ("ICVL SAM", "icvl_sam", "clean", "floor", 0.80),
+    ("ICVL RMSE, noise + JPEG", "icvl_rmse", "noise_jpeg", "floor", 0.80),
+    ("ICVL SAM, noise + JPEG", "icvl_sam", "noise_jpeg", "floor", 0.80),
+    ("CAVE RMSE", "cave_rmse", "clean", "floor", 0.75),
+    ("CAVE SAM", "cave_sam", "clean", "floor", 0.45),
+    ("CAVE RMSE, noise + JPEG", "cave_rmse", "noise_jpeg", "floor", 0.85),
+    ("ICVL RMSE vs MLP", "icvl_rmse", "clean", "baseline", 0.90),
+    ("CAVE RMSE vs MLP", "cave_rmse", "clean", "baseline", 0.90),
+    ("±2σ ICVL", "icvl_within_2sigma", "clean", None, 0.80),
+    ("±2σ CAVE", "cave_within_2sigma", "clean", None, 0.80),
+]
+
+
+def goal_table(summary: list[dict], names: list[str], floor: str, baseline: str | None) -> str:
+    """Each of `names` against the goals of issue 25: its ratio to `floor` (or `baseline`), or its coverage."""
+    entries = {(entry["method"], entry["condition"]): entry for entry in summary}
+    lines = ["| Method | " + " | ".join(column for column, *_ in GOALS) + " |", "|" + "---|" * (len(GOALS) + 1)]
+    goals = [f"≥ {100 * goal:.0f} %" if versus is None else f"≤ {goal:.2f}×" for _, _, _, versus, goal in GOALS]
+    lines.append("| goal | " + " | ".join(goals) + " |")
+    for name in names:
+        cells = [name]
+        for _, key, condition, versus, goal in GOALS:
+            value = entries[(name, condition)][key]
+            if versus is None:  # a coverage; a model without samples has none
+                cells.append("–" if value is None else f"{100 * value:.1f} % ({'met' if value >= goal else 'missed'})")
+                continue
+            reference = floor if versus == "floor" else baseline
+            if reference is None:
+                cells.append("–")
+                continue
+            ratio = value / entries[(reference, condition)][key]
+            cells.append(f"{ratio:.2f}× ({'met' if ratio <= goal else 'missed'})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def build_report(args, rows, coverage, methods) -> tuple[str, list[dict]]:
     summary = summary_rows(rows, coverage, methods, args.labels, args.conditions)
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -285,6 +339,14 @@ def build_report(args, rows, coverage, methods) -> tuple[str, list[dict]]:
         parts += ["## Training budgets", budget_section(args.model_paths)]
     for condition in args.conditions:
         parts += [f"## Summary, `{condition}` input: {CONDITIONS[condition]}", format_summary(summary, condition)]
+    if args.goals:
+        baseline = f" and to `{args.goals_baseline}` (the per-pixel MLP)" if args.goals_baseline else ""
+        parts += [
+            "## Goals of issue 25",
+            f"Ratios of the mean RMSE / SAM to `{args.goals_floor}`{baseline} under the same input, and the ±2σ coverage "
+            "on clean input; 'met' or 'missed' against the goal in the first row.",
+            goal_table(summary, args.goals, args.goals_floor, args.goals_baseline),
+        ]
     for condition in args.conditions:
         for dataset in ("icvl", "cave"):
             parts += [

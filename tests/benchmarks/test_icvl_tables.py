@@ -57,3 +57,35 @@ def test_cave_scenes_can_be_scored_as_radiance_under_a_light():
     assert np.array_equal(under_a[0][2], reflectance[0][2])  # the ICVL strip is radiance already
     ratio = under_a[1][2] / np.maximum(reflectance[1][2], 1e-6)
     assert ratio[..., -1].mean() > 2 * ratio[..., 0].mean()  # incandescent light: the red end brighter
+
+
+def test_goal_table_reports_ratios_and_coverage_against_the_goals():
+    def entry(method, condition, scale, coverage=None):
+        values = {f"{d}_{m}": scale for d in ("icvl", "cave", "cave2") for m in ("rmse", "sam")}
+        coverage_keys = {"icvl_within_2sigma": coverage, "cave_within_2sigma": coverage}
+        return {"method": method, "condition": condition, **values, **coverage_keys}
+
+    summary = [
+        entry(method, condition, scale, coverage)
+        for method, scale, coverage in [("floor_both", 1.0, None), ("mlp", 0.5, None), ("ddpm", 0.4, 0.85)]
+        for condition in ("clean", "noise_jpeg")
+    ]
+    table = icvl_tables.goal_table(summary, ["ddpm"], "floor_both", "mlp").splitlines()
+    assert table[2].startswith("| goal | ≤ 0.80× | ≤ 0.80× |") and table[2].endswith("≥ 80 % | ≥ 80 % |")
+    cells = [cell.strip() for cell in table[3].strip("|").split("|")]
+    # 0.4 / 1.0 meets every floor goal (the strictest: CAVE SAM <= 0.45x); 0.4 / 0.5 = 0.80x the MLP (<= 0.90x).
+    assert cells[1:8] == ["0.40× (met)"] * 7
+    assert cells[8:10] == ["0.80× (met)"] * 2 and cells[10:] == ["85.0 % (met)"] * 2
+    worse = icvl_tables.goal_table(summary, ["mlp"], "floor_both", "mlp").splitlines()[3]
+    assert "0.50× (missed)" in worse and "1.00× (missed)" in worse and worse.endswith("– | – |")
+
+
+def test_goals_need_known_models():
+    import pytest
+
+    with pytest.raises(SystemExit):
+        icvl_tables.parse_args(["--models", "a=x", "--goals", "b"])
+    with pytest.raises(SystemExit):
+        icvl_tables.parse_args(["--models", "a=x", "--goals", "a", "--goals-baseline", "c"])
+    with pytest.raises(SystemExit):
+        icvl_tables.parse_args(["--models", "a=x", "--goals", "a", "--conditions", "clean"])
