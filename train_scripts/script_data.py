@@ -142,7 +142,7 @@ def load_splits(args, accelerator) -> tuple[datasets.Dataset, datasets.Dataset |
     """
     The training and validation splits, the response to render RGB with and the dataset's wavelengths. Several
     `--train_data_dir` sources are concatenated in their order (validation too); `args.source_sizes` records the
-    training scenes of each source and `args.source_formats` the format each was prepared from (for the source
+    training scenes of each source, `args.validation_source_sizes` the validation scenes and `args.source_formats` the format each was prepared from (for the source
     weights and relighting of `make_train_dataset`).
     """
     if args.dataset_name is not None:
@@ -172,9 +172,23 @@ def load_splits(args, accelerator) -> tuple[datasets.Dataset, datasets.Dataset |
     if len(validations) > 1:
         validation = datasets.concatenate_datasets(validations)
     args.source_sizes = [len(split) for split in trains]
+    args.validation_source_sizes = [len(split) for split in validations]
     args.source_formats = [(metadata or {}).get("format") for _, metadata in sources]
     recorded = (sources[0][1] or {}).get("response")
     return train, validation, args.response or recorded or DEFAULT_RESPONSE, dataset_wavelengths(train)
+
+
+def validation_order(args, split: datasets.Dataset | None) -> list[int]:
+    """
+    The indices of the validation scenes that validation scores, `--max_validation_scenes` of them: the sources take
+    turns (first scene of each, then the second, ...), so that a few scenes still cover every source of a mix.
+    """
+    if split is None:
+        return []
+    sizes = getattr(args, "validation_source_sizes", None) or [len(split)]
+    starts = np.cumsum([0, *sizes[:-1]])
+    order = [int(start) + k for k in range(max(sizes)) for start, size in zip(starts, sizes) if k < size]
+    return order[: max(args.max_validation_scenes, 0)]
 
 
 def source_patch_counts(source_sizes: list[int], patches_per_scene: int, weights: list[float] | None) -> list[int]:

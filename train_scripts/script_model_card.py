@@ -11,6 +11,7 @@ from pathlib import Path
 
 import datasets
 import script_args
+import script_data
 import torch
 
 
@@ -176,7 +177,12 @@ def run_facts(args, accelerator, timer, global_step, train_split, validation_spl
         "train_steps": global_step,
         "train_scenes": len(train_split),
         "train_scene_names": ", ".join(train_names) or "unnamed",
-        "validation_scene_names": ", ".join(validation_names[: args.max_validation_scenes]) or "none",
+        "validation_scene_names": ", ".join(
+            validation_names[i]
+            for i in script_data.validation_order(args, validation_split)
+            if i < len(validation_names)
+        )
+        or "none",
         "validation_metrics": format_metrics(values),
         "validation_tile_size": args.validation_tile_size,
         "resolution": args.resolution,

@@ -44,7 +44,7 @@ def test_train_pixel_mlp_on_relit_cave_and_strips(raw_cave_folder, raw_icvl_stri
 
     out = tmp_path / "mlp"
     extra = ["--train_data_weights", "1", "3", "--relight", "cave", "--exposure", "rgb_max", "--resolution", "16"]
-    argv = common_args(raw_cave_folder, out, 2, *extra)
+    argv = common_args(raw_cave_folder, out, 2, *extra, "--max_validation_scenes", "2")
     argv[argv.index("tiny")] = "pixel_mlp"
     argv.insert(argv.index(str(raw_cave_folder)) + 1, str(raw_icvl_strips))
     args = train_pixelgan.parse_args(argv)
@@ -60,6 +60,25 @@ def test_train_pixel_mlp_on_relit_cave_and_strips(raw_cave_folder, raw_icvl_stri
     facts = json.loads((out / "train_meta.json").read_text())
     assert "weight 3" in facts["data_mix"] and "split auto" in facts["data_mix"]
     assert "relighting of the CAVE" in facts["illumination"] and "peaks at a level" in facts["illumination"]
+    # Two validation scenes cover both sources: the first CAVE one, then the ICVL strip (not the second CAVE scene).
+    assert facts["validation_scene_names"] == "feathers, eve_0331-1601"
+
+
+def test_validation_takes_the_sources_in_turn():
+    import argparse
+
+    import datasets
+    import script_data
+
+    split = datasets.Dataset.from_dict({"name": list("abcdef")})
+    args = argparse.Namespace(validation_source_sizes=[2, 3, 1], max_validation_scenes=5)
+    # Sources a b | c d e | f: first scenes a c f, then b d, then e.
+    assert script_data.validation_order(args, split) == [0, 2, 5, 1, 3]
+    args.max_validation_scenes = 0
+    assert script_data.validation_order(args, split) == []
+    one_source = argparse.Namespace(max_validation_scenes=2)  # runs of one source, or before the sizes were recorded
+    assert script_data.validation_order(one_source, split) == [0, 1]
+    assert script_data.validation_order(args, None) == []
 
 
 def test_one_value_per_source(raw_cave_folder, raw_icvl_strips, tmp_path):
