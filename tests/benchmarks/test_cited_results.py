@@ -60,6 +60,8 @@ def method_of(label: str) -> str:
     """The `benchmarks/cave_tables.py --models` name of a table row, from its label."""
     label = label.lower()
     for keyword, method in (
+        ("ddpm second generation", "ddpm_v2"),
+        ("pixelgan second generation", "pixelgan_v2"),
         ("first release", "pixelgan_first_release"),
         ("floor", "root_poly"),
         ("mst++", "mst_plus_plus"),
