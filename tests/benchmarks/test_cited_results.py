@@ -106,3 +106,23 @@ def test_documented_accuracy_matches_cave_tables_json(where, section):
         if coverage:  # "90.5 / 89.3 / 91.4 %": ±2σ coverage under each condition
             printed = re.findall(r"\d+\.\d", coverage[0])
             assert printed == [f"{100 * summary[c][method]['within_2sigma']:.1f}" for c in CONDITIONS], where
+
+
+def test_readme_natural_scene_table_matches_icvl_tables_json():
+    summary = json.loads((RESULTS / "icvl_tables.json").read_text())["summary"]
+    entries = {(entry["method"], entry["condition"]): entry for entry in summary}
+    section = readme_performance().split("### Natural scenes", 1)[1].split("\n### ", 1)[0]
+    for row in accuracy_rows(section):
+        label, *cells = [cell.strip() for cell in row.strip("|").split("|")]
+        method = re.search(r"`(\w+)`", label).group(1)  # each row names its icvl_tables.py method
+        # ICVL clean, ICVL noise + JPEG, CAVE clean: "RMSE / SAM" each; then the ±2σ coverage, if any.
+        values = re.findall(r"\d+\.\d+", " ".join(cell for cell in cells[1:4]))
+        keys = [("clean", "icvl"), ("noise_jpeg", "icvl"), ("clean", "cave")]
+        expected = [entries[(method, c)][f"{d}_{m}"] for c, d in keys for m in ("rmse", "sam")]
+        assert len(values) == 6, f"README natural-scene row {label!r}"
+        for value, measured in zip(values, expected):
+            assert f"{measured:.{len(value.split('.')[1])}f}" == value, f"README natural-scene row {label!r}"
+        if "%" in cells[4]:
+            printed = re.findall(r"\d+\.\d", cells[4])
+            coverage = [entries[(method, "clean")][f"{d}_within_2sigma"] for d in ("icvl", "cave")]
+            assert printed == [f"{100 * c:.1f}" for c in coverage], f"README natural-scene row {label!r}"
