@@ -2,6 +2,7 @@
 datasets and loaders, the released pipeline to fine-tune and the closed-form estimator.
 """
 
+import argparse
 import hashlib
 import json
 import logging
@@ -14,7 +15,7 @@ import numpy as np
 import script_args
 import torch
 
-from hsr_diffusers.data import PatchDataset, build_dataset, get_split, read_metadata
+from hsr_diffusers.data import PatchDataset, build_dataset, get_cube, get_split, read_metadata
 from hsr_diffusers.data.io import CUBE_SUFFIXES, CubeFormatError, find_cave_band_files
 from hsr_diffusers.models import RootPolynomialRegression, fit_root_polynomial
 from hsr_diffusers.spectral import DEFAULT_RESPONSE
@@ -273,14 +274,20 @@ def load_released(args, pipeline_class, wavelengths: list):
 
 def estimator_cubes(args, train_split, response: str, num_patches: int = 256):
     """
-    What the estimator is fitted on: the training scenes as stored, or, when the run relights, sets the exposure or
-    weights several sources, `num_patches` training patches drawn as training draws them (epoch 0, seeded), so that
-    the estimate is fitted on the radiance and levels that the network will see.
+    What the estimator is fitted on: the stored training scenes, each divided by its maximum, or, when the run relights
+    reflectance, `num_patches` relit training patches drawn as training draws them (epoch 0, seeded, at their stored
+    level), so that the estimate is fitted on the radiance the network will see. The closed form does not depend on
+    exposure, but its least squares weighs bright pixels more: scaled per patch (`--exposure rgb_max`), near-black
+    patches lifted to full level dominated the fit, and at their stored levels the dim ICVL strips counted for little
+    beside CAVE's reflectance. Per scene, the CAVE + ICVL estimate matches the floor that `benchmarks/icvl_tables.py`
+    fits (benchmarks/results/third_generation.md). Source weights do not apply: every scene gives the same number of
+    pixels (`fit_root_polynomial`'s `pixels_per_scene`).
     """
-    transformed = getattr(args, "relight", "none") != "none" or getattr(args, "exposure", "none") != "none"
-    if not transformed and getattr(args, "train_data_weights", None) is None:
-        return train_split
-    patches = make_train_dataset(args, train_split, response)
+    if getattr(args, "relight", "none") == "none":
+        cubes = (np.asarray(get_cube(train_split, index), dtype=np.float32) for index in range(len(train_split)))
+        return (cube / max(float(cube.max()), 1e-6) for cube in cubes)
+    stored_levels = argparse.Namespace(**{**vars(args), "exposure": "none"})
+    patches = make_train_dataset(stored_levels, train_split, response)
     order = np.random.default_rng(args.seed).permutation(len(patches))[:num_patches]
     return ((patches[int(index)]["cube"].numpy().transpose(1, 2, 0) + 1) / 2 for index in order)
 

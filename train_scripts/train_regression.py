@@ -2,9 +2,10 @@
 
     python train_scripts/train_regression.py --train_data_dir data/cave --output_dir runs/root-poly-cave
 
-Closed-form least squares from root-polynomial RGB features to the bands, fitted on random pixels of the training split
-with the RGB rendered exactly as the training scripts render it (`hsr_diffusers.fit_root_polynomial`,
-the same fit as the residual estimator of `train_ddpm.py` and `train_pixelgan.py`). Seconds on a CPU.
+Closed-form least squares from root-polynomial RGB features to the bands, fitted on random pixels of the training
+scenes, each divided by its maximum, with the RGB rendered exactly as the training scripts render it
+(`hsr_diffusers.fit_root_polynomial` on `script_data.estimator_cubes`: the same fit as the residual estimator of
+`train_ddpm.py` and `train_pixelgan.py`). Seconds on a CPU.
 
 The result is saved as an `HSRFeedForwardPipeline` whose `unet` is the `RootPolynomialRegression`: despite its name, that
 pipeline runs any feed-forward generator (the pix2pix generator, AWAN, MST++, this regression), and the contract a
@@ -85,9 +86,9 @@ def main(args: argparse.Namespace) -> None:
     # 1. Data, with the RGB rendering of the training scripts
     train_split, validation_split, response, wavelengths = script_data.load_splits(args, accelerator)
 
-    # 2. Closed-form fit on random training pixels
+    # 2. Closed-form fit on random training pixels, of the scenes the residual estimator is fitted on
     model = fit_root_polynomial(
-        train_split,
+        script_data.estimator_cubes(args, train_split, response),
         response,
         wavelengths,
         args.rgb_mode,

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from hsr_diffusers import HSRPipeline, PixelMLP, save_cube
+from hsr_diffusers.data import get_cube
 from hsr_diffusers.spectral import WAVELENGTHS
 from tests.testing_utils import smooth_cube
 from tests.train_scripts.conftest import common_args
@@ -101,8 +102,18 @@ def test_the_estimator_is_fitted_on_relit_patches(raw_cave_folder, raw_icvl_stri
     from accelerate import Accelerator
 
     train, _, response, _ = script_data.load_splits(args, Accelerator(cpu=True))
-    assert script_data.estimator_cubes(args, train, response) is train  # nothing transformed: the stored scenes
+    # Without relighting: every stored scene, divided by its maximum (per-patch levels never reach the fit).
+    for exposure in ("none", "rgb_max"):
+        args.exposure = exposure
+        cubes = list(script_data.estimator_cubes(args, train, response))
+        assert len(cubes) == len(train) and all(cube.max() == pytest.approx(1.0) for cube in cubes)
+        stored = np.asarray(get_cube(train, len(train) - 1))  # an ICVL-like strip stored at 0.2 of full scale
+        np.testing.assert_allclose(cubes[-1], stored / stored.max(), rtol=1e-6)
     args.relight = "cave"
     cubes = list(script_data.estimator_cubes(args, train, response, num_patches=5))
     assert len(cubes) == 5 and all(cube.shape == (16, 16, 31) for cube in cubes)
     assert all(0.0 <= cube.min() and cube.max() <= 1.0 for cube in cubes)
+    # Relit patches at their stored level: the exposure range of the run changes nothing.
+    args.exposure_level_range = (0.9, 1.0)
+    again = list(script_data.estimator_cubes(args, train, response, num_patches=5))
+    assert all(np.array_equal(a, b) for a, b in zip(cubes, again))
