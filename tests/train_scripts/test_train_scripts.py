@@ -131,7 +131,8 @@ def test_train_pixelgan_on_a_raw_cave_download_stops_at_its_time_budget(raw_cave
     card = (out / "README.md").read_text()
     assert_card_states_the_run(card)
     for fact in [
-        "2 training scenes of the CAVE database (balloons, beads)",
+        "2 training scenes (balloons, beads) from `",
+        "(2 training scenes, split auto); no relighting",
         "scenes: feathers",
         "batch 2, 2 steps",
         "generator `pix2pix`, `HSRPixelGANGenerator` preset `tiny` (num_downs 3, ngf 8, norm_type instance)",
