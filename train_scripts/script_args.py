@@ -163,7 +163,9 @@ def add_illumination_args(parser: argparse.ArgumentParser) -> None:
         default="none",
         choices=EXPOSURE_MODES,
         help="'rgb_max': scale each patch so that its clean linear RGB peaks at a level drawn in --exposure_level_range "
-        "(set from the RGB, as an auto-exposure; natural radiance spans a wide range). 'none': the stored values.",
+        "(set from the RGB, as an auto-exposure; natural radiance spans a wide range; near-black patches are lifted "
+        "too). 'scene_rgb_max': the same level for the scene's RGB maximum, so that dark patches stay dark. 'none': "
+        "the stored values.",
     )
     group.add_argument("--exposure_level_range", type=float, nargs=2, default=(0.25, 1.0), metavar=("LOW", "HIGH"))
 

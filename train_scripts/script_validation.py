@@ -36,7 +36,7 @@ def validate(pipeline, split: datasets.Dataset | None, args, response, wavelengt
     for index in mine:
         start = time.perf_counter()
         cube = np.asarray(get_cube(split, index), dtype=np.float32)
-        if getattr(args, "exposure", "none") == "rgb_max":
+        if getattr(args, "exposure", "none") != "none":
             # A run that sets each patch's level from the data scores each scene at a fixed level: divided by its
             # maximum, as benchmarks/icvl_tables.py scores the ICVL strips (their stored levels span 0.1-0.85).
             cube = cube / max(float(cube.max()), 1e-6)

@@ -55,8 +55,9 @@ DATASET_FORMATS = ("arad", "icvl", "cave", "folder")
 # Written next to `dataset_dict.json`: how the dataset was built and what was skipped (read by `hsr data info`).
 METADATA_FILE = "hsr_data.json"
 # How `PatchDataset` sets a patch's level: "none" keeps the stored values; "rgb_max" scales each patch so that its
-# clean linear RGB peaks at a random level (a camera's auto-exposure, which sees only the image, never the spectra).
-EXPOSURE_MODES = ("none", "rgb_max")
+# clean linear RGB peaks at a random level (a camera's auto-exposure, which sees only the image, never the spectra);
+# "scene_rgb_max" scales the whole scene that way, so that dark patches stay dark.
+EXPOSURE_MODES = ("none", "rgb_max", "scene_rgb_max")
 _RGB_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _DESCRIPTION = (
     "Hyperspectral cubes, one scene per row. `cube` holds the (H, W, bands) float32 cube flattened in C order: "
@@ -537,9 +538,12 @@ class PatchDataset(torch.utils.data.Dataset):
             `"none"` keeps the stored level. `"rgb_max"` scales each patch (cube and RGB together) so that the maximum of
             its clean linear RGB over pixels and channels is a level drawn log-uniformly in `exposure_range`, as an
             auto-exposure that sees only the image would: natural radiance (ICVL strips span a factor of ten in level)
-            and relit reflectance then reach the network at the levels of photos.
+            and relit reflectance then reach the network at the levels of photos. Per patch, near-black patches (CAVE's
+            dark backgrounds, mostly noise) are lifted to the level of bright ones. `"scene_rgb_max"` draws the level the
+            same way but for the scene's RGB maximum (its stored scene, before relighting), so that each patch keeps its
+            brightness within the scene, as in a photo of the whole scene.
         exposure_range (`tuple[float, float]`, *optional*, defaults to `(0.25, 1.0)`):
-            Range of the RGB peak level for `exposure="rgb_max"`.
+            Range of the RGB peak level for `exposure="rgb_max"` and `"scene_rgb_max"`.
         stack_thin_scenes (`bool`, *optional*, defaults to `False`):
             Accept scenes thinner than `patch_size` and stack several crops of them into each patch (above).
 
@@ -588,6 +592,7 @@ class PatchDataset(torch.utils.data.Dataset):
         self.relighting = relighting
         self.exposure = exposure
         self.exposure_range = tuple(float(v) for v in exposure_range)
+        self._scene_rgb_peaks = {}  # scene -> peak of its clean linear RGB (`scene_rgb_max`), read once per process
         self.epoch = 0
 
         small = dataset.with_format("numpy", columns=["shape", "wavelengths"])
@@ -660,6 +665,14 @@ class PatchDataset(torch.utils.data.Dataset):
             self._files[file_id] = open(self._index.filenames[file_id], "rb", buffering=0)
         return self._files[file_id]
 
+    def _scene_rgb_peak(self, scene: int) -> float:
+        """The maximum of a stored scene's clean linear RGB over its pixels and channels (cached)."""
+        if scene not in self._scene_rgb_peaks:
+            height, width, _ = (int(v) for v in self.shapes[scene])
+            cube = self._read_crop(scene, 0, 0, height, width)
+            self._scene_rgb_peaks[scene] = float((cube @ self._rgb_matrix).max())
+        return self._scene_rgb_peaks[scene]
+
     def _read_crop(self, scene: int, top: int, left: int, crop_height: int, crop_width: int) -> np.ndarray:
         height, width, bands = (int(v) for v in self.shapes[scene])
         if self._cubes is not None:
@@ -718,8 +731,10 @@ class PatchDataset(torch.utils.data.Dataset):
             cube, rgb = self._stack_crops(scene, cube, rgb, paired, rng)  # [P, P, bands], [P, P, 3]
         if rgb is None and self.relighting is not None and self.relight_scenes[scene]:
             cube = self.relighting(cube, self.wavelengths, rng)
-        if rgb is None and self.exposure == "rgb_max":
-            peak = float((cube @ self._rgb_matrix).max())
+        if rgb is None and self.exposure != "none":
+            peak = (
+                float((cube @ self._rgb_matrix).max()) if self.exposure == "rgb_max" else self._scene_rgb_peak(scene)
+            )
             level = np.exp(rng.uniform(np.log(self.exposure_range[0]), np.log(self.exposure_range[1])))
             cube = cube * np.float32(level / max(peak, 1e-6))
 

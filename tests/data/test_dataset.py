@@ -423,3 +423,33 @@ def test_rgb_max_exposure_scales_cube_and_rgb_from_the_rgb(thin_and_square):
         assert np.allclose(rgb, cube @ matrix, atol=1e-4)
     with pytest.raises(ValueError, match="exposure"):
         PatchDataset(path, patch_size=4, exposure="auto")
+
+
+def test_scene_rgb_max_exposure_keeps_each_patch_brightness_within_its_scene(tmp_path):
+    # One scene whose left half is 20x darker than its right half: per patch both halves reach the drawn level, per
+    # scene the dark half stays 20x darker.
+    rng = np.random.default_rng(0)
+    cube = rng.uniform(0.2, 0.4, (8, 8, 31)).astype(np.float32)
+    cube[:, :4] /= 20
+    save_cube(tmp_path / "cubes" / "half_dark.npy", cube, WAVELENGTHS)
+    path = tmp_path / "dataset"
+    build_dataset(tmp_path / "cubes", path)
+    options = dict(patch_size=4, augment=False, patches_per_scene=16, rgb_mode="linear", exposure_range=(0.5, 0.5))
+    matrix = load_response("cie1964_ntire2020", WAVELENGTHS) / 256
+    peak = float((cube @ matrix).max())
+    per_patch = PatchDataset(path, exposure="rgb_max", **options)
+    per_scene = PatchDataset(path, exposure="scene_rgb_max", **options)
+    peaks = {"rgb_max": [], "scene_rgb_max": []}
+    for name, dataset in (("rgb_max", per_patch), ("scene_rgb_max", per_scene)):
+        for index in range(len(dataset)):
+            patch = (channel_last(dataset[index]["cube"]) + 1) / 2
+            peaks[name].append(float((patch @ matrix).max()))
+    assert np.allclose(peaks["rgb_max"], 0.5, atol=1e-4)  # every patch at the drawn level
+    scene_peaks = np.asarray(peaks["scene_rgb_max"])
+    assert scene_peaks.max() <= 0.5 + 1e-4 and scene_peaks.min() < 0.05  # dark patches stay dark
+    # One factor for the whole scene: the drawn level over the stored scene's RGB peak.
+    plain = PatchDataset(path, **{k: v for k, v in options.items() if k != "exposure_range"})
+    for index in range(len(per_scene)):
+        scaled = (channel_last(per_scene[index]["cube"]) + 1) / 2
+        stored = (channel_last(plain[index]["cube"]) + 1) / 2
+        np.testing.assert_allclose(scaled, stored * 0.5 / peak, atol=1e-5)
