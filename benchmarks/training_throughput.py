@@ -35,8 +35,9 @@ sum over the whole run (start-up included, since that is where `--in_memory` loa
 - PSS: RSS with each shared page divided among the processes that map it, so the sum is the physical memory of the tree.
   It still includes touched pages of the dataset file, which the kernel can drop.
 - anon: the anonymous part of PSS (`Pss_Anon`): heap, tensors, the `--in_memory` cubes; what the run needs in RAM.
-Without smaps_rollup (not Linux, kernel < 5.9) PSS falls back to RSS and anon to `rss - shared` from psutil. Polling can
-miss a spike shorter than 0.2 s.
+A child of the launcher that still has the launcher's command line is a fork that has not exec'd yet (its pages are
+the launcher's) and is skipped. Without smaps_rollup (not Linux, kernel < 5.9) PSS falls back to RSS and anon to
+`rss - shared` from psutil. Polling can miss a spike shorter than 0.2 s.
 """
 
 import argparse
@@ -113,6 +114,14 @@ def launch_command(script: Path, processes: int, threads: int, script_args: list
     return [*launcher, str(script), *script_args]
 
 
+def is_unexeced_fork(child: psutil.Process, parent: psutil.Process) -> bool:
+    """Whether `child` is still the image of `parent` (forked, not yet exec'd): its memory is the parent's, shared."""
+    try:
+        return child.cmdline() == parent.cmdline()
+    except psutil.Error:
+        return True  # gone, or not readable: nothing to count
+
+
 def memory(process: psutil.Process) -> tuple[int, int, int]:
     """RSS, PSS and anonymous PSS of one process in bytes; zeros when it has gone."""
     try:
@@ -169,6 +178,8 @@ def measure(command: list[str], env: dict | None, first_step: int, last_step: in
                 children = []
             totals = [0, 0, 0]
             for child in children:
+                if is_unexeced_fork(child, launcher):  # a copy of its parent for an instant, not a worker
+                    continue
                 for i, value in enumerate(memory(child)):
                     totals[i] += value
             peaks = [max(peak, total) for peak, total in zip(peaks, totals)]
