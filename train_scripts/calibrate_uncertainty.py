@@ -153,14 +153,13 @@ def main(args: argparse.Namespace) -> dict:
     pipe = HSRDiffusionPipeline.from_pretrained(source)
     pipe.set_progress_bar_config(disable=True)
     with tempfile.TemporaryDirectory() as tmp:
-        prepared_root = Path(args.prepared_data_dir or Path(tmp) / "prepared")
+        # Training's layout of --prepared_data_dir (one subfolder per source), in a temporary folder without it.
+        sources = argparse.Namespace(**vars(args))
+        sources.prepared_data_dir = args.prepared_data_dir or str(Path(tmp) / "prepared")
         splits = args.train_data_split or [None] * len(args.train_data_dir)
         scores, num_scenes = [], 0
         for index, (folder, split_name) in enumerate(zip(args.train_data_dir, splits)):
-            # The layout of training's --prepared_data_dir: the folder itself for one source, else `<index>-<name>`.
-            prepared = prepared_root
-            if len(args.train_data_dir) > 1:
-                prepared = prepared_root / f"{index}-{Path(folder).resolve().name}"
+            prepared = script_data.prepared_dir(sources, pipe.config.response, index)
             data_dir = script_data.prepare_data_dir(folder, prepared, pipe.config.response, split_name)
             split = datasets.load_from_disk(str(data_dir))[args.train_split]
             scores.append(normalised_errors(pipe, split, args))  # [values, bands]

@@ -143,8 +143,9 @@ def load_splits(args, accelerator) -> tuple[datasets.Dataset, datasets.Dataset |
     """
     The training and validation splits, the response to render RGB with and the dataset's wavelengths. Several
     `--train_data_dir` sources are concatenated in their order (validation too); `args.source_sizes` records the
-    training scenes of each source, `args.validation_source_sizes` the validation scenes and `args.source_formats` the format each was prepared from (for the source
-    weights and relighting of `make_train_dataset`).
+    training scenes of each source, `args.validation_source_sizes` its validation scenes (for `validation_order`) and
+    `args.source_formats` the format each was prepared from (for the source weights and relighting of
+    `make_train_dataset`).
     """
     if args.dataset_name is not None:
         sources = [(datasets.load_dataset(args.dataset_name), None)]

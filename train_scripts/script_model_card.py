@@ -152,7 +152,10 @@ def describe_illumination(args) -> str:
         return f"{light}; stored levels (no exposure normalisation)"
     low, high = args.exposure_level_range
     if args.exposure == "scene_rgb_max":
-        return f"{light}; each scene scaled so that its clean linear RGB peaks at a level drawn in {low:g}-{high:g} per patch"
+        return (
+            f"{light}; each scene scaled so that its clean linear RGB peaks at a level drawn in {low:g}-{high:g} for "
+            "each patch"
+        )
     return f"{light}; each patch scaled so that its clean linear RGB peaks at a level drawn in {low:g}-{high:g}"
 
 
