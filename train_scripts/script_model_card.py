@@ -137,6 +137,29 @@ def describe_data_mix(args) -> str:
     return "; ".join(parts)
 
 
+# Names of known sources in the card's `datasets:` metadata, by a word of their folder or Hub name.
+KNOWN_DATASETS = {
+    "cave": "CAVE multispectral image database",
+    "icvl": "ICVL hyperspectral image database",
+    "arad": "NTIRE 2020 ARAD-HS",
+}
+
+
+def describe_dataset_list(args, train_scenes: int) -> str:
+    """The card's `datasets:` metadata: one YAML item per training source, named and with its scene count."""
+    folders = getattr(args, "train_data_dir", None) or [getattr(args, "dataset_name", None)]
+    folders = [folders] if isinstance(folders, str) else folders
+    sizes = getattr(args, "source_sizes", None) or [train_scenes] * len(folders)
+    items = []
+    for folder, size in zip(folders, sizes):
+        local = Path(str(folder))
+        # A local folder by its last part, a Hub dataset by its id.
+        fallback = local.name if local.exists() else str(folder)
+        name = next((title for word, title in KNOWN_DATASETS.items() if word in local.name.lower()), fallback)
+        items.append(f"  - {name} ({size} training scenes)")
+    return "\n".join(items)
+
+
 def describe_illumination(args) -> str:
     """`--relight` and `--exposure`, in words."""
     relight = getattr(args, "relight", "none")
@@ -181,6 +204,7 @@ def run_facts(args, accelerator, timer, global_step, train_split, validation_spl
         "wall_time_minutes": f"{timer.minutes():.1f}",
         "train_steps": global_step,
         "train_scenes": len(train_split),
+        "dataset_list": describe_dataset_list(args, len(train_split)),
         "train_scene_names": ", ".join(train_names) or "unnamed",
         "validation_scene_names": ", ".join(
             validation_names[i]

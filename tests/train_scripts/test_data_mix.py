@@ -60,6 +60,11 @@ def test_train_pixel_mlp_on_relit_cave_and_strips(raw_cave_folder, raw_icvl_stri
     assert cube.shape == (1, 4, 5, 31) and np.isfinite(cube).all()
     facts = json.loads((out / "train_meta.json").read_text())
     assert "weight 3" in facts["data_mix"] and "split auto" in facts["data_mix"]
+    # The card's `datasets:` metadata names both sources (by a word of their folder), each with its scene count.
+    assert facts["dataset_list"].splitlines() == [
+        "  - CAVE multispectral image database (2 training scenes)",
+        "  - ICVL hyperspectral image database (2 training scenes)",
+    ]
     assert "relighting of the CAVE" in facts["illumination"] and "peaks at a level" in facts["illumination"]
     # Two validation scenes cover both sources: the first CAVE one, then the ICVL strip (not the second CAVE scene).
     assert facts["validation_scene_names"] == "feathers, eve_0331-1601"

@@ -17,6 +17,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 from hsr_diffusers import HSRDiffusionPipeline, HSRFeedForwardPipeline, HSRPipeline
@@ -143,6 +144,8 @@ def test_train_pixelgan_on_a_raw_cave_download_stops_at_its_time_budget(raw_cave
     ]:
         assert fact in card, fact
     assert "EMA of the" not in card and "SAM weight" not in card
+    # The Hub metadata names the source (the raw CAVE folder, by its format's name) and its scene count.
+    assert ModelCard.load(out / "README.md").data.datasets == ["CAVE multispectral image database (2 training scenes)"]
 
     # Resumed with its budget spent, the run finds the prepared data again and releases the same checkpoint.
     caplog.clear()
