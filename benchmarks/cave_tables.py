@@ -87,9 +87,8 @@ def condition_photos(condition: str) -> list[PhotoSettings | None]:
 
 CHECKPOINT_RULE = (
     "the final checkpoint of a fixed training budget; no checkpoint or stopping step was picked by looking at the "
-    "validation scenes. They did gate a release and steer a search: the bundled PixelGAN is the eighth candidate scored "
-    "on these two scenes and the first to pass a rule written before its numbers were seen, and earlier candidates' "
-    "validation results shaped later recipes (`benchmarks/results/pixelgan_second_generation.md`)"
+    "validation scenes. Scores on these scenes have gated releases and steered earlier searches: each bundled model's "
+    "card says how it was chosen, and with which rule"
 )
 
 

@@ -9,7 +9,7 @@ INPUT is any number of PNG, JPEG, TIFF or WebP files (8 or 16 bit, RGB or opaque
 sorted, not recursive), read with `hsr_diffusers.data.read_photo`. For each image NAME.ext, OUT (default ./hsr_outputs)
 receives:
 
-    NAME.h5              the (H, W, bands) reflectance cube and its wavelengths in nm (--format picks
+    NAME.h5              the (H, W, bands) spectral cube and its wavelengths in nm (--format picks
                          .h5, .npy + .wavelengths.npy, .npz, .mat, ENVI .hdr + .img or a band-last .tif)
     NAME_std.h5          the pipeline's per-pixel uncertainty: the standard deviation over the samples, times
                          the model's calibration when it has one (only with --samples > 1)
@@ -49,8 +49,9 @@ there are listed as skipped, the others are reconstructed (an image with some ou
 those of the same format that the new run does not write (NAME_std after a run with --samples). Ctrl-C discards the
 image in progress, prints what was finished and exits with status 130.
 
-The cubes are what the model outputs: for the bundled models, reflectance in [0, 1] relative to a white surface
-under the photo's light (white-balanced photos; exposure scales it), not radiance.
+The cubes are what the model outputs, in [0, 1] at the photo's exposure: for the bundled DDPM (laboratory scenes),
+reflectance relative to a white surface under the photo's light; for the bundled PixelGAN (laboratory and daylight
+scenes), reflectance-like on laboratory scenes and relative radiance on daylight ones. Neither is calibrated radiance.
 """
 
 import argparse

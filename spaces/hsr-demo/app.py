@@ -451,8 +451,10 @@ Upload a photo (or pick an example) and reconstruct its spectrum at every pixel,
 The **DDPM** samples several plausible cubes: their mean is shown and their spread is the uncertainty.
 The **PixelGAN** gives one cube in a single pass. Click a pixel of the result to plot its spectrum (click several to
 compare), move the band slider to see one wavelength, and download the cube.
-The cube is **reflectance** (0-1) relative to a white surface under the photo's light, as the models learned it from
-laboratory scenes; it is not the light's radiance, and outdoor scenes are outside what the bundled models have seen.
+The cube renders back to the photo's colours, in 0-1 at the photo's exposure. The DDPM learned from laboratory
+scenes: it gives **reflectance** relative to a white surface under the photo's light, and outdoor scenes are outside
+what it has seen. The PixelGAN also learned from daylight scenes: for them it gives relative **radiance** (the light
+the camera saw); use it for outdoor photos. Neither is calibrated radiance.
 """
 
 

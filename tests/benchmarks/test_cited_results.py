@@ -64,6 +64,7 @@ def method_of(label: str) -> str:
         ("pixelgan second generation", "pixelgan_v2"),
         ("first release", "pixelgan_first_release"),
         ("floor", "root_poly"),
+        ("mst++ on the mix", "mst_mix"),
         ("mst++", "mst_plus_plus"),
         ("awan", "awan"),
         ("ddpm", "ddpm"),
@@ -80,16 +81,27 @@ def accuracy_rows(section: str) -> list[str]:
     return rows
 
 
-def documented_tables() -> list[tuple[str, str]]:
-    tables = [("README.md", readme_performance().split("### Accuracy", 1)[1].split("\n### ", 1)[0])]
+def documented_tables() -> list[tuple[str, str, str]]:
+    """(where, section, results JSON) of every accuracy table: the README's "### Accuracy..." sections and each card's
+    "## Evaluation"; a section is checked against the `*cave_tables.md` / `.json` it cites (default `cave_tables`)."""
+    sections = [
+        ("README.md " + part.split("\n", 1)[0], part.split("\n### ", 1)[0])
+        for part in readme_performance().split("### Accuracy")[1:]
+    ]
     for card in CARDS:
-        tables.append((card.parent.name, card.read_text().split("\n## Evaluation", 1)[1].split("\n## ", 1)[0]))
+        sections.append((card.parent.name, card.read_text().split("\n## Evaluation", 1)[1].split("\n## ", 1)[0]))
+    tables = []
+    for where, section in sections:
+        cited = re.search(r"(\w*cave_tables)\.(?:md|json)", section)
+        tables.append((where, section, f"{cited.group(1) if cited else 'cave_tables'}.json"))
     return tables
 
 
-@pytest.mark.parametrize("where, section", documented_tables(), ids=[where for where, _ in documented_tables()])
-def test_documented_accuracy_matches_cave_tables_json(where, section):
-    summary = json.loads((RESULTS / "cave_tables.json").read_text())["summary"]
+@pytest.mark.parametrize(
+    "where, section, results", documented_tables(), ids=[where for where, _, _ in documented_tables()]
+)
+def test_documented_accuracy_matches_cave_tables_json(where, section, results):
+    summary = json.loads((RESULTS / results).read_text())["summary"]
     for row in accuracy_rows(section):
         label, *cells = [cell.strip() for cell in row.strip("|").split("|")]
         method = method_of(label)
@@ -99,7 +111,7 @@ def test_documented_accuracy_matches_cave_tables_json(where, section):
         for (value, ratio), (condition, metric) in zip(values, [(c, m) for c in CONDITIONS for m in ("rmse", "sam")]):
             measured, floor = summary[condition][method][metric], summary[condition]["root_poly"][metric]
             decimals = len(value.split(".")[1])
-            assert f"{measured:.{decimals}f}" == value, f"{where}: {label!r} {condition} {metric}"
+            assert f"{measured:.{decimals}f}" == value, f"{where}: {label!r} {condition} {metric} ({results})"
             if ratio:
                 assert f"{measured / floor:.{len(ratio.split('.')[1])}f}" == ratio, f"{where}: {label!r} ratio"
         coverage = [cell for cell in cells if "%" in cell]
@@ -108,10 +120,19 @@ def test_documented_accuracy_matches_cave_tables_json(where, section):
             assert printed == [f"{100 * summary[c][method]['within_2sigma']:.1f}" for c in CONDITIONS], where
 
 
-def test_readme_natural_scene_table_matches_icvl_tables_json():
+def natural_scene_tables() -> list[tuple[str, str]]:
+    """(where, section) of the README's "### Natural scenes" and of each card's "## Natural scenes", if any."""
+    tables = [("README.md", readme_performance().split("### Natural scenes", 1)[1].split("\n### ", 1)[0])]
+    for card in CARDS:
+        if "\n## Natural scenes" in card.read_text():
+            tables.append((card.parent.name, card.read_text().split("\n## Natural scenes", 1)[1].split("\n## ", 1)[0]))
+    return tables
+
+
+@pytest.mark.parametrize("where, section", natural_scene_tables(), ids=[where for where, _ in natural_scene_tables()])
+def test_natural_scene_tables_match_icvl_tables_json(where, section):
     summary = json.loads((RESULTS / "icvl_tables.json").read_text())["summary"]
     entries = {(entry["method"], entry["condition"]): entry for entry in summary}
-    section = readme_performance().split("### Natural scenes", 1)[1].split("\n### ", 1)[0]
     for row in accuracy_rows(section):
         label, *cells = [cell.strip() for cell in row.strip("|").split("|")]
         method = re.search(r"`(\w+)`", label).group(1)  # each row names its icvl_tables.py method
@@ -119,10 +140,10 @@ def test_readme_natural_scene_table_matches_icvl_tables_json():
         values = re.findall(r"\d+\.\d+", " ".join(cell for cell in cells[1:4]))
         keys = [("clean", "icvl"), ("noise_jpeg", "icvl"), ("clean", "cave")]
         expected = [entries[(method, c)][f"{d}_{m}"] for c, d in keys for m in ("rmse", "sam")]
-        assert len(values) == 6, f"README natural-scene row {label!r}"
+        assert len(values) == 6, f"{where}: natural-scene row {label!r}"
         for value, measured in zip(values, expected):
-            assert f"{measured:.{len(value.split('.')[1])}f}" == value, f"README natural-scene row {label!r}"
+            assert f"{measured:.{len(value.split('.')[1])}f}" == value, f"{where}: natural-scene row {label!r}"
         if "%" in cells[4]:
             printed = re.findall(r"\d+\.\d", cells[4])
             coverage = [entries[(method, "clean")][f"{d}_within_2sigma"] for d in ("icvl", "cave")]
-            assert printed == [f"{100 * c:.1f}" for c in coverage], f"README natural-scene row {label!r}"
+            assert printed == [f"{100 * c:.1f}" for c in coverage], f"{where}: natural-scene row {label!r}"
