@@ -123,10 +123,15 @@ def describe_rgb_input(args, response: str) -> str:
     )
 
 
+def training_sources(args) -> list:
+    """The run's training sources: its `--train_data_dir` folders, or its `--dataset_name`."""
+    folders = getattr(args, "train_data_dir", None) or [getattr(args, "dataset_name", None)]
+    return [folders] if isinstance(folders, str) else folders
+
+
 def describe_data_mix(args) -> str:
     """The training sources, their scene counts, splits and weights (`--train_data_dir`, ...), in words."""
-    folders = getattr(args, "train_data_dir", None) or [getattr(args, "dataset_name", None)]
-    folders = [folders] if isinstance(folders, str) else folders
+    folders = training_sources(args)
     sizes = getattr(args, "source_sizes", None) or [None] * len(folders)
     splits = getattr(args, "train_data_split", None) or ["auto"] * len(folders)
     weights = getattr(args, "train_data_weights", None)
@@ -147,8 +152,7 @@ KNOWN_DATASETS = {
 
 def describe_dataset_list(args, train_scenes: int) -> str:
     """The card's `datasets:` metadata: one YAML item per training source, named and with its scene count."""
-    folders = getattr(args, "train_data_dir", None) or [getattr(args, "dataset_name", None)]
-    folders = [folders] if isinstance(folders, str) else folders
+    folders = training_sources(args)
     sizes = getattr(args, "source_sizes", None) or [train_scenes] * len(folders)
     items = []
     for folder, size in zip(folders, sizes):

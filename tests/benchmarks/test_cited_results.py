@@ -81,6 +81,14 @@ def accuracy_rows(section: str) -> list[str]:
     return rows
 
 
+def card_sections(header: str) -> list[tuple[str, str]]:
+    """(model folder, section) of each bundled model's card that has a `header` section, up to the next `## `."""
+    texts = [(card.parent.name, card.read_text()) for card in CARDS]
+    return [
+        (name, text.split(f"\n{header}", 1)[1].split("\n## ", 1)[0]) for name, text in texts if f"\n{header}" in text
+    ]
+
+
 def documented_tables() -> list[tuple[str, str, str]]:
     """(where, section, results JSON) of every accuracy table: the README's "### Accuracy..." sections and each card's
     "## Evaluation"; a section is checked against the `*cave_tables.md` / `.json` it cites (default `cave_tables`)."""
@@ -88,8 +96,7 @@ def documented_tables() -> list[tuple[str, str, str]]:
         ("README.md " + part.split("\n", 1)[0], part.split("\n### ", 1)[0])
         for part in readme_performance().split("### Accuracy")[1:]
     ]
-    for card in CARDS:
-        sections.append((card.parent.name, card.read_text().split("\n## Evaluation", 1)[1].split("\n## ", 1)[0]))
+    sections += card_sections("## Evaluation")
     tables = []
     for where, section in sections:
         cited = re.search(r"(\w*cave_tables)\.(?:md|json)", section)
@@ -122,11 +129,8 @@ def test_documented_accuracy_matches_cave_tables_json(where, section, results):
 
 def natural_scene_tables() -> list[tuple[str, str]]:
     """(where, section) of the README's "### Natural scenes" and of each card's "## Natural scenes", if any."""
-    tables = [("README.md", readme_performance().split("### Natural scenes", 1)[1].split("\n### ", 1)[0])]
-    for card in CARDS:
-        if "\n## Natural scenes" in card.read_text():
-            tables.append((card.parent.name, card.read_text().split("\n## Natural scenes", 1)[1].split("\n## ", 1)[0]))
-    return tables
+    readme = ("README.md", readme_performance().split("### Natural scenes", 1)[1].split("\n### ", 1)[0])
+    return [readme, *card_sections("## Natural scenes")]
 
 
 @pytest.mark.parametrize("where, section", natural_scene_tables(), ids=[where for where, _ in natural_scene_tables()])
