@@ -724,30 +724,38 @@ def _dual_newton(
             )
         step = _solve_symmetric3(system, error).mul_(-pending.to(dtype))
         if line_search:
-            step *= _armijo_fraction(start, target, matrix, multipliers, step, error)
+            step *= _armijo_fraction(inside, matrix @ step, target, step, error)
         multipliers = multipliers + step
     return result, status, steps
 
 
-def _dual_objective(start: torch.Tensor, target: torch.Tensor, matrix: torch.Tensor, multipliers: torch.Tensor):
-    """The dual objective `Σ_k ψ(s0_k + a_kᵀλ) - λ·y` per pixel, with `ψ` the integral of the clip to [0, 1]."""
-    inside = start + matrix @ multipliers
+def _clip_integral_sum(inside: torch.Tensor) -> torch.Tensor:
+    """`Σ_k ψ(z_k)` per column of `[bands, P]`, with `ψ` the integral of the clip to [0, 1]: 0 below 0, z²/2 inside, z - 1/2
+    above 1 (0 for pinned bands, at -inf). The dual objective is this sum at `z = s0 + Aλ`, minus `λ·y`."""
     spectra = inside.clamp(0.0, 1.0)
-    # ψ(z) = clip(z) * (max(z, 0) - clip(z) / 2): 0 below 0, z²/2 inside, z - 1/2 above 1 (and 0 for pinned bands).
-    return (spectra * (inside.clamp(min=0.0) - 0.5 * spectra)).sum(dim=0) - (multipliers * target).sum(dim=0)
+    return (spectra * (inside.clamp(min=0.0) - 0.5 * spectra)).sum(dim=0)
 
 
-def _armijo_fraction(start, target, matrix, multipliers, step, error, halvings: int = 30) -> torch.Tensor:
+def _armijo_fraction(inside, direction, target, step, error, halvings: int = 30) -> torch.Tensor:
     """The `[P]` fractions of the Newton `step` that decrease the dual objective by at least 1e-4 of the decrease its
-    slope (`error · step`) predicts, halving from 1; the objective's rounding error counts as a decrease."""
-    current = _dual_objective(start, target, matrix, multipliers)
+    slope (`error · step`) predicts, halving from 1; the objective's rounding error counts as a decrease. `inside` is
+    `s0 + Aλ` at the current multipliers and `direction` is `A step` (both `[bands, P]`); the term `-λ·y` of the
+    objective is the same on both sides of the test and left out."""
+    current = _clip_integral_sum(inside)
     slope = (error * step).sum(dim=0)
-    slack = 8 * torch.finfo(start.dtype).eps * (current.abs() + 1)
+    target_step = (target * step).sum(dim=0)
+    slack = 8 * torch.finfo(inside.dtype).eps * (current.abs() + 1)
     fraction = torch.ones_like(current)
+    # Only the pixels whose last trial failed are tried again, on compacted columns: most accept the full step, a few
+    # need many halvings.
+    trying = torch.arange(len(current), device=current.device)
     for _ in range(halvings):
-        trial = _dual_objective(start, target, matrix, multipliers + fraction * step)
-        worse = trial > current + 1e-4 * fraction * slope + slack
+        part = fraction[trying]
+        trial = _clip_integral_sum(torch.addcmul(inside, direction, part)) - part * target_step[trying]
+        worse = trial > current[trying] + 1e-4 * part * slope[trying] + slack[trying]
         if not worse.any():
             break
-        fraction = torch.where(worse, fraction / 2, fraction)
+        kept = worse.nonzero().squeeze(1)
+        trying, inside, direction = trying[kept], inside.index_select(1, kept), direction.index_select(1, kept)
+        fraction[trying] /= 2
     return fraction
