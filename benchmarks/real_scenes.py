@@ -16,8 +16,9 @@ The inputs, every one at 512x512:
 Every pipeline runs at its shipped defaults (steps, tiles, `rgb_consistency=True`) on one torch thread, side by side in
 this one process, in the same order for every input; each time is the best of `--repeats` runs, so that background
 load inflates the ratios as little as possible. The time inside the image processor's projections (`project`,
-`project_and_clip`: the estimate's and the output's) is measured in the same runs and reported as a share of the
-pipeline's time. Wall-clock and CPU time (of this thread) are both kept: on a shared machine the CPU-time ratios are the
+`project_and_clip`) is measured in the same runs and reported as a share of the pipeline's time. The bundled models'
+estimate is projected inside the root-polynomial product (`RootPolynomialRegression.consistent_estimate`, the same
+operator as `project` after the regression): that part is counted with the network, not with the projections. Wall-clock and CPU time (of this thread) are both kept: on a shared machine the CPU-time ratios are the
 steadier ones.
 
 MST++ is this package's MSTPlusPlus at the config of `train_scripts/configs/pixelgan_mst_plus_plus.json`, with random
@@ -284,7 +285,8 @@ def main(args):
         "one process, input by input, and the CPU-time ratios (time this thread ran) are the ones load disturbs "
         "least.\n\n"
         f"Throughput relative to {mst} on the same input, and the share of each pipeline's time spent in the RGB "
-        f"projections (the estimate's and the output's), over all {len(inputs)} inputs:\n\n{summary_table}\n\n"
+        "projections (the output's; the estimate's is folded into the estimator and counted with the network), over "
+        f"all {len(inputs)} inputs:\n\n{summary_table}\n\n"
         f"Per input: seconds (wall, best of {args.repeats}) at the shipped defaults (`rgb_consistency=True`; "
         f"{mst} and the row marked 'no projection' without it), the throughput ratio to {mst}, and the projection's "
         f"share of the wall time:\n\n{table}\n\n"

@@ -158,6 +158,48 @@ class RootPolynomialRegression(ModelMixin, ConfigMixin):
             return (cube,)
         return HSRModelOutput(sample=cube)
 
+    @torch.no_grad()
+    def consistent_estimate(
+        self,
+        rgb: torch.Tensor,
+        rendering: torch.Tensor,
+        rendering_pinv: torch.Tensor,
+        saturation_level: float | None = 254.5 / 255,
+    ) -> torch.Tensor:
+        r"""
+        The estimate for linear RGB, made RGB-consistent by the closed-form projection inside the same matrix product.
+
+        The projection ([`~hsr_diffusers.spectral.project_tensor`]) adds `(y - φWA) A⁺` to the estimate `φW` (features
+        `φ`, weight `W`, rendering `A`, its least-norm inverse `A⁺`), so `[φ, y - φWA] @ [W; A⁺]` is the projected
+        estimate in one product over `F + 3` terms: the same operator as `forward` followed by the projection, without
+        their passes over the full cube.
+
+        Args:
+            rgb (`torch.Tensor` of shape `(batch_size, 3, height, width)`):
+                Linear RGB in `[0, 1]`: the target of the projection (clamped at 0 for the roots only).
+            rendering (`torch.Tensor` of shape `(out_channels, 3)`):
+                The rendering matrix `A`.
+            rendering_pinv (`torch.Tensor` of shape `(3, out_channels)`):
+                Its least-norm inverse `(AᵀA)⁻¹Aᵀ`.
+            saturation_level (`float`, *optional*, defaults to 254.5/255):
+                Pixels with any channel at or above it are not corrected (their true RGB is unknown); `None` corrects
+                every pixel.
+
+        Returns:
+            `torch.Tensor` of shape `(batch_size, out_channels, height, width)`: the projected estimate in `[0, 1]`
+            reflectance units, not clamped.
+        """
+        weight = self.weight.float()
+        rendering = rendering.to(device=weight.device, dtype=torch.float32)
+        rendering_pinv = rendering_pinv.to(device=weight.device, dtype=torch.float32)
+        rgb = rgb.float().permute(0, 2, 3, 1)  # [B, H, W, 3]
+        features = root_polynomial_features(rgb.clamp(min=0), self.config.degree)  # [B, H, W, F]
+        residual = rgb - features @ (weight @ rendering)  # [B, H, W, 3]: what the estimate's render misses
+        if saturation_level is not None:
+            residual = residual * (rgb < saturation_level).all(dim=-1, keepdim=True)
+        cube = torch.cat([features, residual], dim=-1) @ torch.cat([weight, rendering_pinv])  # [B, H, W, bands]
+        return cube.permute(0, 3, 1, 2)
+
 
 def fit_root_polynomial(
     cubes: "datasets.Dataset | Iterable[np.ndarray]",

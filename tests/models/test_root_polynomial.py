@@ -148,3 +148,28 @@ def test_fit_root_polynomial_reads_a_dataset_split_like_a_list_of_cubes(tmp_path
     from_list = fit_root_polynomial(cubes, DEFAULT_RESPONSE, WAVELENGTHS, pixels_per_scene=100, seed=3)
     torch.testing.assert_close(from_split.weight, from_list.weight)
     assert from_split.weight.abs().sum() > 0
+
+
+@pytest.mark.parametrize("degree", [1, 2, 3])
+def test_consistent_estimate_is_the_forward_pass_then_the_closed_form_projection(degree):
+    from hsr_diffusers.spectral import project_tensor
+
+    matrix = rendering_matrix(DEFAULT_RESPONSE, WAVELENGTHS)
+    pinv = np.linalg.solve(matrix.T @ matrix, matrix.T)
+    model = RootPolynomialRegression(degree=degree)
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(model.num_features, 31) * 0.3)
+    rgb = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(degree)) * 0.99
+    rgb[0, :, :3] = 1.0  # saturated pixels keep the estimate as it is
+    rgb[1, 1, 5:8] = 0.0  # a channel at 0
+    rendering = torch.as_tensor(matrix, dtype=torch.float32)
+    pinv = torch.as_tensor(pinv, dtype=torch.float32)
+
+    expected = project_tensor((model(rgb * 2 - 1).sample + 1) / 2, rgb, rendering, pinv)
+    actual = model.consistent_estimate(rgb, rendering, pinv)
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+    # It renders to the RGB wherever no channel is saturated, and is the plain estimate where one is.
+    rendered = torch.einsum("nchw,cr->nrhw", actual, rendering)
+    torch.testing.assert_close(rendered[1], rgb[1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(actual[0, :, :3], expected[0, :, :3])
+    assert not torch.allclose(actual[0, :, :3], model.consistent_estimate(rgb, rendering, pinv, None)[0, :, :3])
