@@ -736,26 +736,35 @@ def _clip_integral_sum(inside: torch.Tensor) -> torch.Tensor:
     return (spectra * (inside.clamp(min=0.0) - 0.5 * spectra)).sum(dim=0)
 
 
-def _armijo_fraction(inside, direction, target, step, error, halvings: int = 30) -> torch.Tensor:
+def _armijo_fraction(inside, direction, target, step, error, halvings: int = 30, ladder: int = 8) -> torch.Tensor:
     """The `[P]` fractions of the Newton `step` that decrease the dual objective by at least 1e-4 of the decrease its
-    slope (`error · step`) predicts, halving from 1; the objective's rounding error counts as a decrease. `inside` is
-    `s0 + Aλ` at the current multipliers and `direction` is `A step` (both `[bands, P]`); the term `-λ·y` of the
-    objective is the same on both sides of the test and left out."""
+    slope (`error · step`) predicts: the largest of 1, 1/2, ... 2^-(halvings - 1) that does, else 2^-halvings; the
+    objective's rounding error counts as a decrease. `inside` is `s0 + Aλ` at the current multipliers and `direction`
+    is `A step` (both `[bands, P]`); the term `-λ·y` of the objective is the same on both sides of the test and left
+    out."""
     current = _clip_integral_sum(inside)
     slope = (error * step).sum(dim=0)
     target_step = (target * step).sum(dim=0)
     slack = 8 * torch.finfo(inside.dtype).eps * (current.abs() + 1)
     fraction = torch.ones_like(current)
-    # Only the pixels whose last trial failed are tried again, on compacted columns: most accept the full step, a few
-    # need many halvings.
+    trial = _clip_integral_sum(inside + direction) - target_step
+    worse = trial > current + 1e-4 * slope + slack
+    # Most pixels accept the full step; the others (nearly singular systems) may need fractions of 1e-5 and less. Their
+    # halvings are tried `ladder` at a time, in one pass over the pixels that failed them all so far.
     trying = torch.arange(len(current), device=current.device)
-    for _ in range(halvings):
-        part = fraction[trying]
-        trial = _clip_integral_sum(torch.addcmul(inside, direction, part)) - part * target_step[trying]
-        worse = trial > current[trying] + 1e-4 * part * slope[trying] + slack[trying]
+    for first in range(1, halvings, ladder):
         if not worse.any():
             break
         kept = worse.nonzero().squeeze(1)
         trying, inside, direction = trying[kept], inside.index_select(1, kept), direction.index_select(1, kept)
-        fraction[trying] /= 2
+        parts = 0.5 ** torch.arange(first, min(first + ladder, halvings), dtype=inside.dtype, device=inside.device)
+        parts = parts[:, None]  # [G, 1]
+        trial = (
+            _clip_integral_sum(torch.addcmul(inside[:, None], direction[:, None], parts)) - parts * target_step[trying]
+        )
+        accepted = trial <= current[trying] + 1e-4 * parts * slope[trying] + slack[trying]  # [G, P']
+        worse = ~accepted.any(dim=0)
+        # The largest accepted fraction (the first in the ladder), or half the smallest tried.
+        first_accepted = accepted.to(torch.int8).argmax(dim=0)
+        fraction[trying] = torch.where(worse, parts[-1, 0] / 2, parts[first_accepted, 0])
     return fraction
