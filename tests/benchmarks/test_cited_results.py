@@ -151,3 +151,24 @@ def test_natural_scene_tables_match_icvl_tables_json(where, section):
             printed = re.findall(r"\d+\.\d", cells[4])
             coverage = [entries[(method, "clean")][f"{d}_within_2sigma"] for d in ("icvl", "cave")]
             assert printed == [f"{100 * c:.1f}" for c in coverage], f"{where}: natural-scene row {label!r}"
+
+
+def test_readme_speed_table_matches_real_scenes_json():
+    section = readme_performance().split("### Speed on real scenes", 1)[1].split("\n### ", 1)[0]
+    summary = json.loads((RESULTS / "real_scenes.json").read_text())["summary"]
+    rows = [row for row in section.splitlines() if row.startswith("| ") and "×" in row and "min / median" not in row]
+    assert rows, "README.md: no speed rows"
+    for row in rows:
+        label, ratios, shares = [cell.strip() for cell in row.strip("|").split("|")]
+        # The row's pipeline: its JSON name ("PixelGAN", "PixelGAN, no projection", "DDPM") from the README's label.
+        name = "PixelGAN, no projection" if "rgb_consistency=False" in label else label.split(",")[0]
+        printed = re.findall(r"\d+\.\d+|\d+", ratios)
+        expected = summary[name]["ratio_wall"]
+        for value, statistic in zip(printed, ("min", "median", "max"), strict=True):
+            decimals = len(value.split(".")[1]) if "." in value else 0
+            assert f"{expected[statistic]:.{decimals}f}" == value, f"README.md speed: {label!r} {statistic} ratio"
+        printed = re.findall(r"\d+\.\d+|\d+", shares.split("%")[0])
+        expected = summary[name]["projection_share"]
+        for value, statistic in zip(printed, ("min", "median", "max"), strict=True):
+            decimals = len(value.split(".")[1]) if "." in value else 0
+            assert f"{100 * expected[statistic]:.{decimals}f}" == value, f"README.md speed: {label!r} {statistic} share"
