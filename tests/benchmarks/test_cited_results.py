@@ -171,4 +171,6 @@ def test_readme_speed_table_matches_real_scenes_json():
         expected = summary[name]["projection_share"]
         for value, statistic in zip(printed, ("min", "median", "max"), strict=True):
             decimals = len(value.split(".")[1]) if "." in value else 0
-            assert f"{100 * expected[statistic]:.{decimals}f}" == value, f"README.md speed: {label!r} {statistic} share"
+            assert f"{100 * expected[statistic]:.{decimals}f}" == value, (
+                f"README.md speed: {label!r} {statistic} share"
+            )
