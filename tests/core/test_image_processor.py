@@ -83,3 +83,26 @@ def test_project_and_clip_leaves_saturated_pixels_clipped(processor):
     cube = torch.full((1, 31, 4, 4), 1.5)
     rgb = torch.ones(1, 3, 4, 4)  # saturated: the true spectrum is unknown
     assert torch.equal(processor.project_and_clip(cube, rgb), torch.ones(1, 31, 4, 4))
+
+
+def test_estimate_folds_the_projection_into_the_root_polynomial_product(processor):
+    from hsr_diffusers.models import RootPolynomialRegression
+
+    regression = RootPolynomialRegression(degree=2)
+    with torch.no_grad():
+        regression.weight.copy_(torch.randn(regression.num_features, 31, generator=torch.Generator().manual_seed(0)))
+
+    class Plain(torch.nn.Module):
+        """The same regression without `consistent_estimate`: the generic path, `forward` then `project`."""
+
+        def forward(self, sample):
+            return regression(sample)
+
+    rgb = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(1)) * 0.99
+    rgb[..., :2, :] = 1.0  # saturated rows: not projected
+    folded = processor.estimate(regression, rgb)
+    torch.testing.assert_close(folded, processor.estimate(Plain(), rgb), atol=1e-5, rtol=0)
+    assert folded.min() >= 0 and folded.max() <= 1
+    unprojected = processor.estimate(regression, rgb, project=False)
+    assert not torch.allclose(folded, unprojected)
+    torch.testing.assert_close(folded[..., :2, :], unprojected[..., :2, :])

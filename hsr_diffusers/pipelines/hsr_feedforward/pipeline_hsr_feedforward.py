@@ -133,20 +133,11 @@ class HSRFeedForwardPipeline(DiffusionPipeline):
     def prepare_estimate(self, rgb: torch.Tensor) -> torch.Tensor:
         """
         The estimator's cube `[N, bands, H, W]` in [0, 1] for linear RGB `[N, 3, H, W]` in [0, 1], made RGB-consistent
-        by the closed-form projection when `project_estimate` is set, then clipped. The training script calls this too,
-        so that training and sampling condition on the same estimate.
+        by the closed-form projection when `project_estimate` is set, then clipped (see
+        [`~HSRImageProcessor.estimate`]). The training script calls this too, so that training and sampling condition on
+        the same estimate.
         """
-        processor = self.image_processor
-        # Not the exact [0, 1]-bounded projection: the output gets that one, and the clip of the closed form scores
-        # within 1 % of it on the validation scenes at a fraction of the cost (benchmarks/results/projection_accuracy.md).
-        if self.config.project_estimate and isinstance(self.estimator, RootPolynomialRegression):
-            # The same projection, folded into the regression's matrix product.
-            estimate = self.estimator.consistent_estimate(rgb, processor.rendering, processor.rendering_pinv)
-        else:
-            estimate = processor.denormalize(self.estimator(processor.normalize(rgb)).sample.float())
-            if self.config.project_estimate:
-                estimate = processor.project(estimate, rgb)
-        return estimate.clamp(0.0, 1.0)
+        return self.image_processor.estimate(self.estimator, rgb, project=self.config.project_estimate)
 
     def predict(self, rgb: torch.Tensor) -> torch.Tensor:
         """
