@@ -49,9 +49,9 @@ there are listed as skipped, the others are reconstructed (an image with some ou
 those of the same format that the new run does not write (NAME_std after a run with --samples). Ctrl-C discards the
 image in progress, prints what was finished and exits with status 130.
 
-The cubes are what the model outputs, in [0, 1] at the photo's exposure: for the bundled DDPM (laboratory scenes),
-reflectance relative to a white surface under the photo's light; for the bundled PixelGAN (laboratory and daylight
-scenes), reflectance-like on laboratory scenes and relative radiance on daylight ones. Neither is calibrated radiance.
+The cubes are what the model outputs, in [0, 1] at the photo's exposure. Both bundled models learned from laboratory
+and daylight scenes: reflectance-like (relative to a white surface under the photo's light) on laboratory scenes, and
+relative radiance (the light the camera saw) on daylight ones. Neither is calibrated radiance.
 """
 
 import argparse

@@ -451,10 +451,9 @@ Upload a photo (or pick an example) and reconstruct its spectrum at every pixel,
 The **DDPM** samples several plausible cubes: their mean is shown and their spread is the uncertainty.
 The **PixelGAN** gives one cube in a single pass. Click a pixel of the result to plot its spectrum (click several to
 compare), move the band slider to see one wavelength, and download the cube.
-The cube renders back to the photo's colours, in 0-1 at the photo's exposure. The DDPM learned from laboratory
-scenes: it gives **reflectance** relative to a white surface under the photo's light, and outdoor scenes are outside
-what it has seen. The PixelGAN also learned from daylight scenes: for them it gives relative **radiance** (the light
-the camera saw); use it for outdoor photos. Neither is calibrated radiance.
+The cube renders back to the photo's colours, in 0-1 at the photo's exposure. Both models learned from laboratory
+and daylight scenes: on laboratory-like scenes the cube is **reflectance**-like (relative to a white surface under the
+photo's light), on daylight scenes relative **radiance** (the light the camera saw). Neither is calibrated radiance.
 """
 
 
