@@ -18,8 +18,8 @@ this one process, in the same order for every input; each time is the best of `-
 load inflates the ratios as little as possible. The time inside the image processor's projections (`project`,
 `project_and_clip`) is measured in the same runs and reported as a share of the pipeline's time. The bundled models'
 estimate is projected inside the root-polynomial product (`RootPolynomialRegression.consistent_estimate`, the same
-operator as `project` after the regression): that part is counted with the network, not with the projections. Wall-clock and CPU time (of this thread) are both kept: on a shared machine the CPU-time ratios are the
-steadier ones.
+operator as `project` after the regression): that part is counted with the network, not with the projections.
+Wall-clock and CPU time (of this thread) are both kept: on a shared machine the CPU-time ratios are the steadier ones.
 
 MST++ is this package's MSTPlusPlus at the config of `train_scripts/configs/pixelgan_mst_plus_plus.json`, with random
 weights unless `--mst` names a trained pipeline folder, and runs as its authors run it: one forward pass over the whole

@@ -162,15 +162,9 @@ def test_readme_speed_table_matches_real_scenes_json():
         label, ratios, shares = [cell.strip() for cell in row.strip("|").split("|")]
         # The row's pipeline: its JSON name ("PixelGAN", "PixelGAN, no projection", "DDPM") from the README's label.
         name = "PixelGAN, no projection" if "rgb_consistency=False" in label else label.split(",")[0]
-        printed = re.findall(r"\d+\.\d+|\d+", ratios)
-        expected = summary[name]["ratio_wall"]
-        for value, statistic in zip(printed, ("min", "median", "max"), strict=True):
-            decimals = len(value.split(".")[1]) if "." in value else 0
-            assert f"{expected[statistic]:.{decimals}f}" == value, f"README.md speed: {label!r} {statistic} ratio"
-        printed = re.findall(r"\d+\.\d+|\d+", shares.split("%")[0])
-        expected = summary[name]["projection_share"]
-        for value, statistic in zip(printed, ("min", "median", "max"), strict=True):
-            decimals = len(value.split(".")[1]) if "." in value else 0
-            assert f"{100 * expected[statistic]:.{decimals}f}" == value, (
-                f"README.md speed: {label!r} {statistic} share"
-            )
+        for cell, key, scale in ((ratios, "ratio_wall", 1), (shares.split("%")[0], "projection_share", 100)):
+            printed = re.findall(r"\d+\.\d+|\d+", cell)
+            for value, statistic in zip(printed, ("min", "median", "max"), strict=True):
+                decimals = len(value.split(".")[1]) if "." in value else 0
+                measured = scale * summary[name][key][statistic]
+                assert f"{measured:.{decimals}f}" == value, f"README.md speed: {label!r} {statistic} {key}"
