@@ -87,14 +87,15 @@ def photo_rgb(pipe, height: int, width: int, name: str = "coffee.png") -> np.nda
 
 
 def fixed_crops(data, split: str, size: int, per_scene: int) -> list[tuple[str, np.ndarray]]:
-    """Crops on a fixed diagonal grid of every scene of the split."""
+    """Crops on a fixed diagonal grid of every scene of the split; a side shorter than `size` (an ICVL strip's height)
+    is taken whole."""
     table = datasets.load_from_disk(data)[split]
     crops = []
     for index in range(len(table)):
         cube = np.asarray(get_cube(table, index), dtype=np.float32)
         height, width, _ = cube.shape
         for k in range(per_scene):
-            top = round((k + 1) * (height - size) / (per_scene + 1))
-            left = round((k + 1) * (width - size) / (per_scene + 1))
+            top = round((k + 1) * max(height - size, 0) / (per_scene + 1))
+            left = round((k + 1) * max(width - size, 0) / (per_scene + 1))
             crops.append((f"{table[index]['name']}@{top},{left}", cube[top : top + size, left : left + size]))
     return crops
