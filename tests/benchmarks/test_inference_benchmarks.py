@@ -89,7 +89,7 @@ def test_ddpm_defaults_scores_every_configuration_of_every_model_and_writes_the_
     text = (tmp_path / "results" / "defaults.md").read_text()
     assert text.count("| 16:4 |") == 4 and text.count("| 24:4 |") == 4 and "**Chosen:**" in text
     assert text.count("**yes**") == 1 and "| -" not in text
-    assert "in float32; 2 fixed 24x24 crops of the `train` scenes" in text  # never the validation split
+    assert "in float32; 2 fixed crops of the `train` scenes (24x24)" in text  # never the validation split
 
 
 def test_sampling_steps_scores_a_student_against_its_teachers_reference(tiny_ddpm_dir, tmp_path, monkeypatch):
