@@ -92,6 +92,14 @@ def test_ddpm_defaults_scores_every_configuration_of_every_model_and_writes_the_
     assert "in float32; 2 fixed crops of the `train` scenes (24x24)" in text  # never the validation split
 
 
+def test_fixed_crops_take_a_side_shorter_than_the_crop_whole(tmp_path):
+    # ICVL strips are 8-11 lines high: their crops keep the whole height and are cut along the width only.
+    data = make_synthetic_dataset(tmp_path / "data", num_train=2, num_validation=1, height=10, width=64)
+    crops = common.fixed_crops(data, "train", 24, per_scene=2)
+    assert [crop.shape[:2] for _, crop in crops] == [(10, 24)] * 4
+    assert [name.split("@")[1] for name, _ in crops] == ["0,13", "0,27"] * 2
+
+
 def test_sampling_steps_scores_a_student_against_its_teachers_reference(tiny_ddpm_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
     data = make_synthetic_dataset(tmp_path / "data", num_train=1, num_validation=1, height=40, width=40)
