@@ -60,6 +60,7 @@ def method_of(label: str) -> str:
     """The `benchmarks/cave_tables.py --models` name of a table row, from its label."""
     label = label.lower()
     for keyword, method in (
+        ("64 px tiles", "pixelgan_tiles64"),
         ("ddpm second generation", "ddpm_v2"),
         ("pixelgan second generation", "pixelgan_v2"),
         ("first release", "pixelgan_first_release"),
