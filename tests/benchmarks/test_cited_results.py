@@ -91,6 +91,16 @@ def card_sections(header: str) -> list[tuple[str, str]]:
     ]
 
 
+def with_cited_results(sections: list[tuple[str, str]], stem: str) -> list[tuple[str, str, str]]:
+    """(where, section, results JSON) for each section: the first `*<stem>.md` / `.json` the section cites (e.g.
+    `bundled_cave_tables.json` for the stem `cave_tables`), else `<stem>.json`."""
+    tables = []
+    for where, section in sections:
+        cited = re.search(rf"(\w*{stem})\.(?:md|json)", section)
+        tables.append((where, section, f"{cited.group(1) if cited else stem}.json"))
+    return tables
+
+
 def documented_tables() -> list[tuple[str, str, str]]:
     """(where, section, results JSON) of every accuracy table: the README's "### Accuracy..." sections and each card's
     "## Evaluation"; a section is checked against the `*cave_tables.md` / `.json` it cites (default `cave_tables`)."""
@@ -98,12 +108,7 @@ def documented_tables() -> list[tuple[str, str, str]]:
         ("README.md " + part.split("\n", 1)[0], part.split("\n### ", 1)[0])
         for part in readme_performance().split("### Accuracy")[1:]
     ]
-    sections += card_sections("## Evaluation")
-    tables = []
-    for where, section in sections:
-        cited = re.search(r"(\w*cave_tables)\.(?:md|json)", section)
-        tables.append((where, section, f"{cited.group(1) if cited else 'cave_tables'}.json"))
-    return tables
+    return with_cited_results(sections + card_sections("## Evaluation"), "cave_tables")
 
 
 @pytest.mark.parametrize(
@@ -132,12 +137,8 @@ def test_documented_accuracy_matches_cave_tables_json(where, section, results):
 def natural_scene_tables() -> list[tuple[str, str, str]]:
     """(where, section, results JSON) of the README's "### Natural scenes" and of each card's "## Natural scenes", if
     any; a section is checked against the `*icvl_tables.md` / `.json` it cites (default `icvl_tables`)."""
-    sections = [("README.md", readme_performance().split("### Natural scenes", 1)[1].split("\n### ", 1)[0])]
-    tables = []
-    for where, section in sections + card_sections("## Natural scenes"):
-        cited = re.search(r"(\w*icvl_tables)\.(?:md|json)", section)
-        tables.append((where, section, f"{cited.group(1) if cited else 'icvl_tables'}.json"))
-    return tables
+    readme = ("README.md", readme_performance().split("### Natural scenes", 1)[1].split("\n### ", 1)[0])
+    return with_cited_results([readme, *card_sections("## Natural scenes")], "icvl_tables")
 
 
 @pytest.mark.parametrize(
