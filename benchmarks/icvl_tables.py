@@ -96,6 +96,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--goals-floor", default="floor_both", choices=list(FLOORS))
     parser.add_argument("--goals-baseline", default=None, metavar="NAME", help="the per-pixel MLP of the goals")
+    parser.add_argument(
+        "--bfloat16",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="--models names loaded with dtype=torch.bfloat16 (the network runs in bf16, the projection in float32)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "icvl_tables.md")
     args = parser.parse_args(argv)
     args.model_paths, args.labels = {}, dict(FLOORS)
@@ -104,6 +111,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not sep or not name or not path or name in args.model_paths or name in FLOORS:
             parser.error(f"--models takes distinct NAME=PATH items (not a floor name), got {item!r}")
         args.model_paths[name] = path
+    if unknown := sorted(set(args.bfloat16) - set(args.model_paths)):
+        parser.error(f"--bfloat16 takes --models names, got {unknown}")
     for item in args.trained_on:
         name, sep, label = item.partition("=")
         if not sep or name not in args.model_paths:
@@ -362,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     pipelines = {}
     for name, path in args.model_paths.items():
-        pipelines[name] = HSRPipeline.from_pretrained(path)
+        dtype = torch.bfloat16 if name in args.bfloat16 else torch.float32
+        pipelines[name] = HSRPipeline.from_pretrained(path, dtype=dtype)
     responses = {pipe.config.response for pipe in pipelines.values() if isinstance(pipe.config.response, str)}
     response = responses.pop() if len(responses) == 1 else DEFAULT_RESPONSE
     pipelines.update(fit_floors(args, response))

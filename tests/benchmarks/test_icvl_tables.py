@@ -17,14 +17,18 @@ def test_icvl_tables_scores_models_and_floors_per_scene(tmp_path):
     torch.manual_seed(0)
     HSRFeedForwardPipeline(unet=PixelMLP(hidden_channels=[8])).save_pretrained(tmp_path / "mlp")
     output = tmp_path / "tables.md"
-    argv = ["--models", f"mlp={tmp_path / 'mlp'}", "--trained-on", "mlp=nothing", "--floors", "floor_icvl"]
+    argv = ["--models", f"mlp={tmp_path / 'mlp'}", f"mlp_bf16={tmp_path / 'mlp'}", "--bfloat16", "mlp_bf16"]
+    argv += ["--trained-on", "mlp=nothing", "--floors", "floor_icvl"]
     argv += ["--icvl-dir", str(ICVL_DIR), "--cave-dir", str(CAVE_DIR), "--max-scenes", "1", "--cave-crop", "16"]
     assert icvl_tables.main([*argv, "--output", str(output)]) == 0
 
     payload = json.loads(output.with_suffix(".json").read_text())
     assert payload["command"].startswith("python benchmarks/icvl_tables.py --models mlp=")
     rows = payload["rows"]
-    assert len(rows) == 2 * 2 * 2  # methods x conditions x (one ICVL strip, one CAVE scene)
+    assert len(rows) == 3 * 2 * 2  # methods x conditions x (one ICVL strip, one CAVE scene)
+    # The same weights in bfloat16: close to the float32 scores, but computed differently.
+    full, half = ([r["rmse"] for r in rows if r["method"] == name] for name in ("mlp", "mlp_bf16"))
+    assert full != half and np.allclose(full, half, rtol=0.05)
     assert {row["scene"] for row in rows} == {"eve_0331-1601", "balloons"}
     floor = next(
         r for r in rows if r["method"] == "floor_icvl" and r["dataset"] == "icvl" and r["condition"] == "clean"
@@ -43,6 +47,8 @@ def test_models_and_labels_are_checked():
         icvl_tables.parse_args(["--models", "floor_cave=somewhere"])
     with pytest.raises(SystemExit):
         icvl_tables.parse_args(["--trained-on", "unknown=cave"])
+    with pytest.raises(SystemExit):
+        icvl_tables.parse_args(["--models", "a=x", "--bfloat16", "b"])
 
 
 @requires_icvl
