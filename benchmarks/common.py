@@ -86,6 +86,11 @@ def photo_rgb(pipe, height: int, width: int, name: str = "coffee.png") -> np.nda
     return rgb[0].permute(1, 2, 0).numpy()
 
 
+def divide_by_max(cube: np.ndarray) -> np.ndarray:
+    """A cube divided by its maximum: the exposure of the ICVL protocol (radiance of any scale)."""
+    return cube / max(float(cube.max()), 1e-6)
+
+
 def fixed_crops(data, split: str, size: int, per_scene: int) -> list[tuple[str, np.ndarray]]:
     """Crops on a fixed diagonal grid of every scene of the split; a side shorter than `size` (an ICVL strip's height)
     is taken whole."""

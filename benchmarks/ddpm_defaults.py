@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import torch
-from common import fixed_crops, markdown_table, photo_rgb, write_result
+from common import divide_by_max, fixed_crops, markdown_table, photo_rgb, write_result
 
 from hsr_diffusers import HSRPipeline, metrics
 from hsr_diffusers.data.rendering import render_training_rgb
@@ -64,7 +64,7 @@ def choose(rows: list[dict], tolerance: float) -> dict:
 def main(args):
     crops = fixed_crops(args.data, args.split, args.crop_size, args.crops_per_scene)
     if args.divide_by_max:
-        crops = [(name, cube / max(float(cube.max()), 1e-12)) for name, cube in crops]
+        crops = [(name, divide_by_max(cube)) for name, cube in crops]
     side = int(round(args.timing_megapixels**0.5 * 1000))
     rows = []
     for model in args.model:

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from cave_tables import budget_section
-from common import RESULTS_DIR, machine_info, write_report
+from common import RESULTS_DIR, divide_by_max, machine_info, write_report
 
 from hsr_diffusers.data import get_split, load_cube
 from hsr_diffusers.data.degradation import PhotoSettings, Relighting, illuminant_spectrum, render_photo
@@ -131,8 +131,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---------------------------------------------------------------------------------------------------- data
 def icvl_cube(folder: Path, name: str) -> np.ndarray:
     """An ICVL strip divided by its maximum (the exposure of the protocol)."""
-    cube = np.asarray(load_cube(folder / f"{name}.npz"), dtype=np.float32)
-    return cube / max(float(cube.max()), 1e-6)
+    return divide_by_max(np.asarray(load_cube(folder / f"{name}.npz"), dtype=np.float32))
 
 
 def cave_cube(folder: Path, name: str, crop: int = 0) -> np.ndarray:
