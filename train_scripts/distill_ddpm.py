@@ -185,8 +185,8 @@ def main(args: argparse.Namespace) -> None:
         # End of the copy from train_ddpm.main
         facts["loss"] = f"{args.loss.upper()} against the teacher's samples"
         size = f"{sum(p.numel() for p in final.unet.parameters()):,} parameters"
-        facts["model"] = f"`UNet2DModel` of the teacher, {size}"
         student = args.pretrained_model_name_or_path or "the teacher"
+        facts["model"] = f"`UNet2DModel` of {student}, {size}"
         facts["start"] = (
             f"distilled into one step from the teacher `{args.distill_from}` ({args.teacher_steps}-step samples, "
             f"Luhman & Luhman 2021), starting from the UNet of {student}"
