@@ -197,8 +197,14 @@ class RootPolynomialRegression(ModelMixin, ConfigMixin):
         residual = rgb - features @ (weight @ rendering)  # [B, H, W, 3]: what the estimate's render misses
         if saturation_level is not None:
             residual = residual * (rgb < saturation_level).all(dim=-1, keepdim=True)
-        cube = torch.cat([features, residual], dim=-1) @ torch.cat([weight, rendering_pinv])  # [B, H, W, bands]
-        return cube.permute(0, 3, 1, 2)
+        terms = torch.cat([features, residual], dim=-1)  # [B, H, W, F + 3]
+        batch, height, width, count = terms.shape
+        # Multiplied as [bands, F + 3] @ [F + 3, H * W], so that the cube comes out contiguous in [B, bands, H, W]:
+        # a channels-last cube made every later pass over it (normalising, the concatenation with the RGB that the
+        # networks take, blending the tiles) run on strided memory, several times slower.
+        transposed_terms = terms.reshape(batch, height * width, count).transpose(1, 2)
+        cube = torch.cat([weight, rendering_pinv]).T @ transposed_terms  # [B, bands, H * W]
+        return cube.view(batch, -1, height, width)
 
 
 def fit_root_polynomial(

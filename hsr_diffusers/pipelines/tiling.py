@@ -126,20 +126,26 @@ class Tiler:
             self._sums = outputs.new_zeros(self.copies, outputs.shape[1], 0, self.width)
             self._weights = outputs.new_zeros(1, 1, 0, self.width)
         for (top, left, weight), tile in zip(group.tiles, outputs.split(self.copies)):
-            missing = top + self.tile_height - self._top - self._sums.shape[2]
-            if missing > 0:  # the tile reaches below the rows held
-                self._sums = torch.cat(
-                    [self._sums, self._sums.new_zeros(self.copies, self._sums.shape[1], missing, self.width)], 2
-                )
-                self._weights = torch.cat([self._weights, self._weights.new_zeros(1, 1, missing, self.width)], 2)
+            rows = top + self.tile_height - self._top
+            if rows > self._sums.shape[2]:  # the tile reaches below the rows held
+                self._sums, self._weights = self._extended(self._sums, rows), self._extended(self._weights, rows)
             row = top - self._top
-            self._sums[..., row : row + self.tile_height, left : left + self.tile_width] += tile * weight
+            self._sums[..., row : row + self.tile_height, left : left + self.tile_width].addcmul_(tile, weight)
             self._weights[..., row : row + self.tile_height, left : left + self.tile_width] += weight
         count, top = group.final_row - self._top, self._top
         finished = self._sums[..., :count, :] / self._weights[..., :count, :]
         self._sums, self._weights = self._sums[..., count:, :], self._weights[..., count:, :]
         self._top = group.final_row
         return top, finished
+
+    @staticmethod
+    def _extended(held: torch.Tensor, rows: int) -> torch.Tensor:
+        """`held` `[..., r, W]` followed by zero rows up to `rows`, in one new tensor (one write of each row, where a
+        `torch.cat` with new zeros wrote the new rows twice)."""
+        extended = held.new_empty(*held.shape[:2], rows, held.shape[3])
+        extended[..., : held.shape[2], :].copy_(held)
+        extended[..., held.shape[2] :, :].zero_()
+        return extended
 
 
 def concatenate_rows(blocks: list[np.ndarray | torch.Tensor | None]) -> np.ndarray | torch.Tensor | None:

@@ -90,6 +90,23 @@ def test_output_is_tanh_bounded_and_weights_follow_init_gain():
     assert conv_biases and all(torch.count_nonzero(b) == 0 for b in conv_biases)
 
 
+def test_sigmoid_tanh_is_tanh_and_the_output_layer():
+    from hsr_diffusers.models.pixelgan_generator import SigmoidTanh
+
+    x = torch.linspace(-20, 20, 400_001)
+    assert (SigmoidTanh()(x) - torch.tanh(x.double()).float()).abs().max() <= 2e-7
+    # Replacing it by nn.Tanh changes the generator's output by no more than that.
+    torch.manual_seed(0)
+    model = HSRPixelGANGenerator(num_downs=3, ngf=8, init_gain=0.5).eval()
+    sample = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        fast = model(sample).sample
+        assert isinstance(model.model.model[-1], SigmoidTanh)
+        model.model.model[-1] = nn.Tanh()
+        exact = model(sample).sample
+    assert (fast - exact).abs().max() <= 2e-7
+
+
 def test_bad_config_raises():
     with pytest.raises(ValueError, match="num_downs"):
         HSRPixelGANGenerator(num_downs=1)

@@ -24,7 +24,7 @@ def test_rows_equal_the_whole_image_blend(processor, tile_size, batch_pixels):
         assert len(group.tiles) <= tiler.group_size
         outputs = torch.rand(len(group.tiles) * copies, 3, tiler.tile_height, tiler.tile_width, generator=generator)
         for (top, left, weight), tile in zip(group.tiles, outputs.split(copies)):
-            sums[..., top : top + tiler.tile_height, left : left + tiler.tile_width] += tile * weight
+            sums[..., top : top + tiler.tile_height, left : left + tiler.tile_width].addcmul_(tile, weight)
             weights[..., top : top + tiler.tile_height, left : left + tiler.tile_width] += weight
         top, rows = tiler.blend(group, outputs)
         assert top == expected_top and rows.shape[:2] == (copies, 3) and rows.shape[-1] == width
