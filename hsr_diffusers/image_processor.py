@@ -141,13 +141,13 @@ class HSRImageProcessor:
     # ---------------------------------------------------------------- scaling and geometry
     @staticmethod
     def normalize(x: torch.Tensor) -> torch.Tensor:
-        """[0, 1] -> [-1, 1]."""
-        return x * 2.0 - 1.0
+        """[0, 1] -> [-1, 1] (the subtraction in place: one new tensor, not two)."""
+        return x.mul(2.0).sub_(1.0)
 
     @staticmethod
     def denormalize(x: torch.Tensor) -> torch.Tensor:
-        """[-1, 1] -> [0, 1]."""
-        return (x + 1.0) / 2.0
+        """[-1, 1] -> [0, 1] (the division in place: one new tensor, not two)."""
+        return x.add(1.0).div_(2.0)
 
     @staticmethod
     def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
