@@ -14,13 +14,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from .modeling_outputs import HSRModelOutput, check_sample
-
-
-def _norm_layer(norm_type: str, num_features: int) -> nn.Module:
-    # pix2pix `get_norm_layer`: BatchNorm is affine, InstanceNorm is neither affine nor tracks running stats.
-    if norm_type == "batch":
-        return nn.BatchNorm2d(num_features)
-    return nn.InstanceNorm2d(num_features, affine=False, track_running_stats=False)
+from .pixelgan_generator import norm_layer
 
 
 def _check_norm_type(norm_type: str) -> None:
@@ -65,7 +59,7 @@ class PixelDiscriminator(ModelMixin, ConfigMixin):
             nn.Conv2d(in_channels, ndf, kernel_size=1, stride=1, padding=0),
             nn.LeakyReLU(0.2, True),
             nn.Conv2d(ndf, ndf * 2, kernel_size=1, stride=1, padding=0, bias=use_bias),
-            _norm_layer(norm_type, ndf * 2),
+            norm_layer(norm_type, ndf * 2),
             nn.LeakyReLU(0.2, True),
             nn.Conv2d(ndf * 2, 1, kernel_size=1, stride=1, padding=0, bias=use_bias),
         )
@@ -131,7 +125,7 @@ class PatchDiscriminator(ModelMixin, ConfigMixin):
             stride = 2 if n < n_layers else 1
             layers += [
                 nn.Conv2d(ndf * prev_mult, ndf * mult, kernel_size=4, stride=stride, padding=1, bias=use_bias),
-                _norm_layer(norm_type, ndf * mult),
+                norm_layer(norm_type, ndf * mult),
                 nn.LeakyReLU(0.2, True),
             ]
         layers += [nn.Conv2d(ndf * mult, 1, kernel_size=4, stride=1, padding=1)]

@@ -56,7 +56,7 @@ def test_no_norm_sees_a_single_pixel(norm_type):
     model = HSRPixelGANGenerator(num_downs=4, ngf=4, norm_type=norm_type).train()
     norm_input_sizes = []
     for module in model.modules():
-        if isinstance(module, (nn.InstanceNorm2d, nn.BatchNorm2d)):
+        if isinstance(module, (nn.GroupNorm, nn.BatchNorm2d)):
             module.register_forward_hook(lambda m, args, out: norm_input_sizes.append(args[0].shape[-2:].numel()))
     out = model(torch.rand(1, 3, 16, 16) * 2 - 1).sample
     assert len(norm_input_sizes) == 2 * 4 - 3  # down norms on 2 middle levels, up norms on 3 inner levels
@@ -105,6 +105,15 @@ def test_sigmoid_tanh_is_tanh_and_the_output_layer():
         model.model.model[-1] = nn.Tanh()
         exact = model(sample).sample
     assert (fast - exact).abs().max() <= 2e-7
+
+
+def test_instance_norm_layer_is_instance_norm_without_state():
+    from hsr_diffusers.models.pixelgan_generator import norm_layer
+
+    x = torch.randn(3, 8, 5, 7) * 3 + 1
+    layer = norm_layer("instance", 8)
+    torch.testing.assert_close(layer(x), nn.InstanceNorm2d(8)(x), rtol=0, atol=1e-5)
+    assert not list(layer.parameters()) and not list(layer.buffers())
 
 
 def test_bad_config_raises():
