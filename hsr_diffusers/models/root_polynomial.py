@@ -152,7 +152,7 @@ class RootPolynomialRegression(ModelMixin, ConfigMixin):
         check_sample(sample, self.config.in_channels)
         rgb = ((sample[:, :3] + 1) / 2).clamp(min=0).permute(0, 2, 3, 1)  # [B, H, W, 3] linear RGB
         features = root_polynomial_features(rgb.to(self.weight.dtype), self.config.degree)  # [B, H, W, F]
-        reflectance = (features @ self.weight).permute(0, 3, 1, 2)  # [B, out_channels, H, W]
+        reflectance = _channels_first_product(features, self.weight)  # [B, out_channels, H, W]
         cube = reflectance * 2 - 1
         if not return_dict:
             return (cube,)
@@ -197,14 +197,17 @@ class RootPolynomialRegression(ModelMixin, ConfigMixin):
         residual = rgb - features @ (weight @ rendering)  # [B, H, W, 3]: what the estimate's render misses
         if saturation_level is not None:
             residual = residual * (rgb < saturation_level).all(dim=-1, keepdim=True)
-        terms = torch.cat([features, residual], dim=-1)  # [B, H, W, F + 3]
-        batch, height, width, count = terms.shape
-        # Multiplied as [bands, F + 3] @ [F + 3, H * W], so that the cube comes out contiguous in [B, bands, H, W]:
-        # a channels-last cube made every later pass over it (normalising, the concatenation with the RGB that the
-        # networks take, blending the tiles) run on strided memory, several times slower.
-        transposed_terms = terms.reshape(batch, height * width, count).transpose(1, 2)
-        cube = torch.cat([weight, rendering_pinv]).T @ transposed_terms  # [B, bands, H * W]
-        return cube.view(batch, -1, height, width)
+        return _channels_first_product(torch.cat([features, residual], dim=-1), torch.cat([weight, rendering_pinv]))
+
+
+def _channels_first_product(terms: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """`terms @ matrix` for per-pixel `terms` `[B, H, W, K]` and a `[K, bands]` matrix, as a contiguous `[B, bands, H,
+    W]` cube: multiplied as `[bands, K] @ [K, H * W]`. The product in `[B, H, W, bands]` permuted to channels-first is
+    channels-last in memory, and it made every later pass over the cube (normalising, the concatenation with the RGB
+    that the networks take, blending the tiles) run on strided memory, several times slower."""
+    batch, height, width, count = terms.shape
+    cube = matrix.T @ terms.reshape(batch, height * width, count).transpose(1, 2)  # [B, bands, H * W]
+    return cube.view(batch, -1, height, width)
 
 
 def fit_root_polynomial(
