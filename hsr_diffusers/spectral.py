@@ -11,7 +11,6 @@ Conventions used across the package:
 """
 
 import io
-from collections.abc import Callable
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -452,14 +451,19 @@ def rgb_gamut_mask(
 def _in_zonotope(points: np.ndarray, generators: np.ndarray, margin: float = 1e-9) -> np.ndarray:
     """Whether `(..., 3)` points lie in the zonotope `Σ_k [0, g_k]` of the `(K, 3)` generators, grown by `margin`
     along every face normal (a negative `margin`: at least that far inside)."""
+    from .dual_newton import inside_faces  # here, not at the top: numba takes 0.2 s to import
+
     first, second = np.triu_indices(len(generators), 1)
     normals = np.cross(generators[first], generators[second])
     lengths = np.linalg.norm(normals, axis=1)
     normals = normals[lengths > 1e-12] / lengths[lengths > 1e-12, None]
     normals = np.concatenate([normals, -normals])  # [F, 3]
     support = np.maximum(normals @ generators.T, 0.0).sum(axis=1)  # [F]
+    flat = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3)
+    inside = np.empty(len(flat), dtype=bool)
     # The default slack keeps renders of spectra on the boundary (bands at exactly 0 or 1) inside in float64.
-    return (points @ normals.T <= support + margin).all(axis=-1)
+    inside_faces(flat, normals, support + margin, inside)
+    return inside.reshape(np.shape(points)[:-1])
 
 
 def bounded_rgb_projection(
@@ -481,10 +485,11 @@ def bounded_rgb_projection(
     with the exact generalised Jacobian `A_fᵀA_f` over the bands `f` strictly inside (0, 1): each step is the closed-form
     solution for the bands clipped at the current `λ`, so the iteration ends as soon as it has found which bands are
     clipped. Started from the unbounded projection (which has the same bounded solution), it needs 1 to 4 steps for
-    nearly every pixel. All pixels that need it are solved together, in float32, in chunks that fit the cache, with at
-    most 6 plain steps; the few it leaves (dark, saturated RGB, whose dual optimum is far and badly conditioned) are
-    finished in float64 with a ridge in proportion to the error and an Armijo line search on the dual objective, with
-    at most `3 * iterations` steps. A pixel counts as solved when it renders within 1e-6 of `rgb`.
+    nearly every pixel, with at most 6 plain steps; the few it leaves (dark, saturated RGB, whose dual optimum is far and
+    badly conditioned) are finished with a ridge in proportion to the error and an Armijo line search on the dual
+    objective, with at most `3 * iterations` steps. A pixel counts as solved when it renders within 1e-6 of `rgb`. The
+    iteration is one compiled loop per pixel (see [`~hsr_diffusers.dual_newton.solve_pixels`]) and runs on the CPU:
+    tensors on another device are projected there and moved back.
 
     Pixels whose RGB is outside the camera's gamut of [0, 1] spectra (see [`rgb_gamut_mask`]) cannot be solved
     exactly: their dual iterates run off to infinity along a direction `n` that separates the RGB from the gamut
@@ -505,266 +510,132 @@ def bounded_rgb_projection(
             A float32 `[N, bands, H, W]` tensor to write the result into, in place (by default a new tensor); what it
             holds before is not read.
         iterations (`int`, *optional*, defaults to 20):
-            Most Newton steps per pixel of the float64 stage (3 times this) and of the box target.
+            Most Newton steps per pixel of the line-searched stage (3 times this) and of the box target.
         tolerance (`float`, *optional*, defaults to 1/255):
             Per-channel slack of the target for RGB outside the gamut.
         saturation_level (`float`, *optional*, defaults to 254.5/255):
             Pixels with any channel at or above it are only clipped (their true RGB is unknown); `None` solves all.
 
     Returns:
-        `torch.Tensor`: float32 `[N, bands, H, W]` in [0, 1].
+        `torch.Tensor`: float32 `[N, bands, H, W]` in [0, 1], on the device of `cube`.
     """
-    matrix = torch.as_tensor(matrix, dtype=torch.float32, device=cube.device)
+    from .dual_newton import constants, project_image  # here, not at the top: numba takes 0.2 s to import
+
+    device = cube.device
+    matrix = torch.as_tensor(matrix, dtype=torch.float64).cpu()
+    cube, rgb = cube.detach().cpu(), rgb.detach().cpu()
     pinv = torch.linalg.solve(matrix.T @ matrix, matrix.T)
     # The closed form, unclipped: the bounded problem from it has the same solution as from `cube` (they differ by a
     # vector the camera sees, orthogonal to every change that keeps the render), and it is the Newton iteration's start.
     unbounded = project_tensor(cube, rgb, matrix, pinv, saturation_level).float()  # a new tensor
     batch, bands, height, width = cube.shape
     closed = unbounded.view(batch, bands, height * width)
-    targets = rgb.float().reshape(batch, 3, height * width)
-    # Only unsaturated pixels with a band outside [0, 1] need the iteration; the others are solved by the closed form.
-    indices = []
+    targets = rgb.float().reshape(batch, 3, height * width).contiguous()
+    originals = cube.reshape(batch, bands, height * width)
+    level = np.float32(np.inf if saturation_level is None else saturation_level)
+    left, left_status = np.empty(height * width, dtype=np.int64), np.empty(height * width, dtype=np.int8)
     for image in range(batch):
-        # Two reductions: `torch.aminmax` over the bands took five times as long as `amin` and `amax` together.
-        off = (closed[image].amin(dim=0) < 0) | (closed[image].amax(dim=0) > 1)
-        if saturation_level is not None:
-            off &= (targets[image] < saturation_level).all(dim=0)
-        indices.append(off.nonzero().squeeze(1))
-    start = torch.cat([closed[n].index_select(1, index) for n, index in enumerate(indices)], dim=1)  # [bands, P']
-    wanted = torch.cat([targets[n].index_select(1, index) for n, index in enumerate(indices)], dim=1)  # [3, P']
-    # The closed form clipped is the answer wherever it was already in [0, 1]; the iterated pixels overwrite the rest.
-    projected = unbounded.clamp_(0.0, 1.0) if projected is None else projected.copy_(unbounded.clamp_(0.0, 1.0))
-    if start.shape[1]:
-        flat_index = torch.cat([index + n * height * width for n, index in enumerate(indices)])
-        cube_pixels = cube.reshape(batch, bands, height * width)
+        # In one pass: the clip where it is the answer, the plain float32 Newton steps elsewhere; what they leave (a few
+        # pixels per thousand) is listed for the slower stages.
+        count = project_image(
+            closed[image].numpy(),
+            targets[image].numpy(),
+            matrix.float().numpy(),
+            level,
+            min(iterations, _FAST_STEPS),
+            constants(np.float32),
+            left,
+            left_status,
+        )
+        if count:
+            _finish_bounded(
+                closed[image].numpy(),
+                targets[image].numpy(),
+                originals[image],
+                matrix.numpy(),
+                left[:count],
+                left_status[:count],
+                iterations,
+                tolerance,
+            )
+    if projected is not None:
+        return projected.copy_(unbounded)
+    return unbounded.to(device)
 
-        def original(columns: torch.Tensor) -> torch.Tensor:
-            flat = flat_index[columns]
-            return cube_pixels[flat // (height * width), :, flat % (height * width)].float().T
 
-        spectra = _solve_bounded(start, wanted, matrix, iterations, tolerance, original)
-        pixels = projected.view(batch, bands, height * width)
-        for n, part in enumerate(spectra.split([index.numel() for index in indices], dim=1)):
-            pixels[n].index_copy_(1, indices[n], part)
-    return projected
-
-
-# A pixel counts as solved when its render is this close to the target in every channel: float32 rounding of a render
-# is about 1e-7, and an 8-bit level is 4e-3.
-_SOLVED = 1e-6
-# Pixels solved together: the working arrays of a chunk ([bands, chunk] float32) stay in the cache.
-_CHUNK = 16384
 # Plain Newton steps before the pixels still unsolved (a few per thousand) are sorted by the exact gamut test.
 _FAST_STEPS = 6
-_SOLVED_STATUS, _OUTSIDE, _UNSOLVED = 0, 1, 2
-_REGULARISATION = 1e-5
 
 
-def _solve_bounded(
-    start: torch.Tensor,
-    target: torch.Tensor,
-    matrix: torch.Tensor,
+def _finish_bounded(
+    spectra: np.ndarray,
+    target: np.ndarray,
+    original: torch.Tensor,
+    matrix: np.ndarray,
+    columns: np.ndarray,
+    status: np.ndarray,
     iterations: int,
     tolerance: float,
-    original: Callable[[torch.Tensor], torch.Tensor],
-) -> torch.Tensor:
+) -> None:
     """
-    The [0, 1] spectra `[bands, P]` closest to `start` `[bands, P]` (an exact, unbounded solution of `Aᵀs = target`)
-    that render to `target` `[3, P]`, in float32. Where no [0, 1] spectrum renders to it exactly: the [0, 1] spectra
-    closest to `original(columns)` (the cube's own columns, `[bands, len(columns)]`) that render within `tolerance`
-    per channel. See [`bounded_rgb_projection`].
+    Solves the pixels `columns` of one image that the plain steps left, with their `status` (unsolved, or proved out of
+    the gamut), in place: `spectra` (float32 `[bands, N]`) holds the unbounded solutions of `Aᵀs = target` (`[3, N]`)
+    there and gets the [0, 1] spectra closest to them that render to `target`. Where no [0, 1] spectrum renders to it
+    exactly: the [0, 1] spectra closest to `original` (the cube's own columns, `[bands, N]`) that render within
+    `tolerance` per channel. See [`bounded_rgb_projection`].
     """
-    bands, count = start.shape
-    result = torch.empty_like(start)
-    status = torch.empty(count, dtype=torch.int8, device=start.device)
-    for first in range(0, count, _CHUNK):
-        chunk = slice(first, first + _CHUNK)
-        # A channel whose target is 0 (black, or a channel truncated to 0) puts the pixel on a face of the gamut, which
-        # only spectra with every band that channel sees at 0 reach; the dual optimum lies at infinity there, so those
-        # bands are pinned to 0 instead (a start of -inf stays clipped to 0 and never counts as free).
-        part, unpinned = start[:, chunk], None
-        if (target[:, chunk] <= 0).any():
-            pinned = ((matrix > 0).to(start.dtype) @ (target[:, chunk] <= 0).to(start.dtype)) > 0
-            part, unpinned = part.masked_fill(pinned, -float("inf")), (~pinned).to(start.dtype)
-        result[:, chunk], status[chunk], _ = _dual_newton(
-            part, target[:, chunk], matrix, min(iterations, _FAST_STEPS), unpinned
-        )
-    unsolved = (status == _UNSOLVED).nonzero().squeeze(1)
-    if unsolved.numel():
+    from .dual_newton import OUTSIDE, SOLVED, SOLVED_ERROR, UNSOLVED
+
+    left = [columns[status == OUTSIDE]]
+    unsolved = columns[status == UNSOLVED]
+    if len(unsolved):
         # Pixels whose float32 steps stall (dark, saturated RGB, where the dual optimum is large and its system badly
         # conditioned), or out of the gamut without a step that proved it yet, or on its boundary, where the dual
         # optimum lies at infinity: sorted by the exact gamut test, those inside it are finished in float64 with a
-        # line search.
-        wanted = target[:, unsolved].double()
-        inside = _in_zonotope(wanted.T.cpu().numpy(), matrix.double().cpu().numpy(), margin=-_SOLVED)
-        slow = unsolved[torch.from_numpy(inside).to(start.device)]
-        if slow.numel():
-            part, unpinned = start[:, slow].double(), None
-            pinned = ((matrix > 0).double() @ (target[:, slow] <= 0).double()) > 0
-            if pinned.any():
-                part, unpinned = part.masked_fill(pinned, -float("inf")), (~pinned).double()
-            # Far-off dual optima (extreme violets and reds) take up to a few dozen of these steps.
-            spectra, status[slow], _ = _dual_newton(
-                part, target[:, slow].double(), matrix, 3 * iterations, unpinned, line_search=True
-            )
-            result[:, slow] = spectra.float()
-    outside = (status != _SOLVED_STATUS).nonzero().squeeze(1)
-    if outside.numel():
+        # line search. Far-off dual optima (extreme violets and reds) take up to a few dozen of its steps.
+        wanted = target[:, unsolved].T.astype(np.float64)
+        inside = _in_zonotope(wanted, matrix, margin=-SOLVED_ERROR)
+        slow = unsolved[inside]
+        if len(slow):
+            solution, slow_status, _ = _solve_pixels(spectra[:, slow].T, wanted[inside], matrix, 3 * iterations, True)
+            solved = slow_status == SOLVED
+            spectra[:, slow[solved]] = solution[solved].T
+            left.append(slow[~solved])
+        left.append(unsolved[~inside])
+    left = np.sort(np.concatenate(left))
+    if len(left):
         # Out of the gamut (or, rarely, on an edge of it that the iteration does not reach): aim at the box of RGB
         # within `tolerance` of the input, which holds the true RGB of an 8-bit input. The box is narrowed by twice the
         # solver's accuracy, so that its float32 solutions render within `tolerance` too.
-        tolerance = tolerance - 2 * _SOLVED
-        extended = torch.cat([matrix, 2 * tolerance * torch.eye(3, dtype=matrix.dtype, device=matrix.device)])
+        tolerance = tolerance - 2 * SOLVED_ERROR
+        extended = np.concatenate([matrix, 2 * tolerance * np.eye(3)])
         # From the cube itself: its closed-form projection is no closer to the box than to any other RGB in it.
-        extended_start = torch.cat([original(outside), torch.full_like(start[:3, outside], 0.5)])
-        extended_target = target[:, outside] + tolerance
-        spectra, extended_status, _ = _dual_newton(extended_start, extended_target, extended, iterations)
-        slow = (extended_status != _SOLVED_STATUS).nonzero().squeeze(1)
-        if slow.numel():
-            spectra[:, slow] = _dual_newton(
-                extended_start[:, slow].double(),
-                extended_target[:, slow].double(),
-                extended,
-                iterations,
-                line_search=True,
-            )[0].float()
-        result[:, outside] = spectra[:bands]
-    return result
+        start = original.index_select(1, torch.from_numpy(left)).float().T.numpy()
+        start = np.concatenate([start, np.full((len(left), 3), 0.5, dtype=np.float32)], axis=1)
+        box = target[:, left].T + np.float32(tolerance)
+        solution, box_status, _ = _solve_pixels(start, box, extended, iterations, False, len(spectra))
+        slow = box_status != SOLVED
+        if slow.any():
+            solution[slow] = _solve_pixels(start[slow], box[slow], extended, iterations, True, len(spectra))[0]
+        spectra[:, left] = solution.T
 
 
-def _solve_symmetric3(system: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    """Solves `[9, P]` symmetric 3x3 systems (row-major) for `[3, P]` right-hand sides, by the adjugate."""
-    a, b, c, _, e, f, _, _, i = system
-    c00, c01, c02 = e * i - f * f, c * f - b * i, b * f - c * e
-    c11, c12, c22 = a * i - c * c, b * c - a * f, a * e - b * b
-    inverse_det = 1.0 / (a * c00 + b * c01 + c * c02)
-    r0, r1, r2 = rhs
-    solution = [c00 * r0 + c01 * r1 + c02 * r2, c01 * r0 + c11 * r1 + c12 * r2, c02 * r0 + c12 * r1 + c22 * r2]
-    return torch.stack(solution) * inverse_det
-
-
-def _dual_newton(
-    start: torch.Tensor,
-    target: torch.Tensor,
-    matrix: torch.Tensor,
+def _solve_pixels(
+    start: np.ndarray,
+    target: np.ndarray,
+    matrix: np.ndarray,
     iterations: int,
-    unpinned: torch.Tensor | None = None,
-    line_search: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """
-    Semismooth Newton on the dual of `min |s - start|²` s.t. `0 <= s <= 1` and `Aᵀs = target`, for `[bands, P]`
-    spectra and `[3, P]` targets, in the dtype of `start`. Bands pinned to 0 have a start of -inf and a 0 in
-    `unpinned` (`[bands, P]`, 1 elsewhere; `None` when no band is pinned). Plain steps, or with `line_search` steps
-    halved until the dual objective (convex, with the render error as its gradient) decreases enough, which keeps
-    the iteration from cycling between sets of clipped bands.
+    line_search: bool,
+    bands: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """[`~hsr_diffusers.dual_newton.solve_pixels`] for `[P, bands]` starts and `[P, 3]` targets: plain steps in
+    float32, line-searched ones in float64. Returns the first `bands` bands of the spectra (float32), each pixel's status
+    and its number of steps."""
+    from .dual_newton import constants, solve_pixels
 
-    Returns the spectra `[bands, P]` (the last iterate where unsolved), each pixel's status (solved: renders within
-    `_SOLVED` of its target; proved outside the reachable RGB by a separating direction; or unsolved after
-    `iterations` steps) and the number of Newton steps each pixel took.
-    """
-    dtype = start.dtype
-    matrix = matrix.to(dtype)
-    columns = [matrix[:, channel, None] for channel in range(3)]  # [bands, 1] each
-    transposed = matrix.T.contiguous()  # [3, bands]
-    gram = transposed @ matrix
-    outer = (matrix[:, :, None] * matrix[:, None, :]).reshape(-1, 9).T.contiguous()  # [9, bands]: a_k a_kᵀ per band
-    # A ridge at the dtype's precision keeps the systems of pixels with fewer than three free bands solvable.
-    ridge = (torch.finfo(dtype).eps * torch.trace(gram) * torch.eye(3, dtype=dtype, device=start.device)).reshape(9, 1)
-    result = torch.empty_like(start)
-    status = torch.full((start.shape[1],), _UNSOLVED, dtype=torch.int8, device=start.device)
-    steps = torch.full((start.shape[1],), iterations, dtype=torch.int16, device=start.device)
-    remaining = torch.arange(start.shape[1], device=start.device)  # the pixels of the columns iterated
-    # Warm start: the multipliers of the unbounded projection (pinned bands counted at 0).
-    multipliers = torch.linalg.inv(gram) @ torch.addmm(target, transposed, start.clamp(min=0.0), alpha=-1)  # [3, P]
-    step = None
-    for iteration in range(iterations + 1):
-        # s0 + Aλ as three broadcast multiply-adds: a matmul with an inner size of 3 is twice as slow on CPU.
-        inside = torch.addcmul(start, columns[0], multipliers[0:1])  # [bands, P]
-        inside.addcmul_(columns[1], multipliers[1:2]).addcmul_(columns[2], multipliers[2:3])
-        spectra = inside.clamp(0.0, 1.0)
-        error = transposed @ spectra - target  # [3, P]
-        pending = status.index_select(0, remaining) == _UNSOLVED
-        done = (error.abs().amax(dim=0) <= _SOLVED) & pending
-        status.index_fill_(0, remaining[done], _SOLVED_STATUS)
-        if step is not None and iteration != 2:
-            # The iterates of an RGB that no spectrum reaches run off along a direction n that separates it from every
-            # reachable render: n·y > Σ_k max(0, n·a_k) over the bands k not pinned. Checking the step proves it.
-            reach = (matrix @ step).clamp_(min=0.0)
-            support = (reach if unpinned is None else reach.mul_(unpinned)).sum(dim=0)
-            outside = ((step * target).sum(dim=0) > support + _SOLVED * step.abs().sum(dim=0)) & pending & ~done
-            status.index_fill_(0, remaining[outside], _OUTSIDE)
-            done |= outside
-        steps.index_fill_(0, remaining[done], iteration)
-        pending &= ~done
-        last = iteration == iterations or not pending.any()
-        # Finished pixels stay in the columns, their multipliers frozen, until they are a quarter of them: then (and
-        # after the last step) their spectra are written out and their columns dropped.
-        if last or 4 * int(pending.sum()) <= 3 * len(pending):
-            finished = (~pending).nonzero().squeeze(1) if not last else torch.arange(len(pending), device=start.device)
-            result.index_copy_(1, remaining[finished], spectra.index_select(1, finished))
-            if last:
-                break
-            keep = pending.nonzero().squeeze(1)
-            remaining, pending = remaining[keep], pending[keep]
-            start, target, multipliers, inside, spectra, error = (
-                x.index_select(1, keep) for x in (start, target, multipliers, inside, spectra, error)
-            )
-            unpinned = None if unpinned is None else unpinned.index_select(1, keep)
-        # Generalised Jacobian of the render in the multipliers: A_fᵀA_f over the bands f strictly inside (0, 1),
-        # whose indicator 1 - sign(|z - clip(z)|) takes four float passes where a comparison and a cast take longer.
-        free = torch.sub(inside, spectra).abs_().sign_().neg_().add_(1.0)
-        system = torch.addmm(ridge, outer, free)
-        if line_search:
-            # A ridge in proportion to the error bounds the steps where fewer than three bands are free (a singular
-            # Jacobian) and vanishes at the solution, where the steps become Newton's again.
-            system += (
-                _REGULARISATION
-                * error.abs().amax(dim=0)
-                * torch.eye(3, dtype=dtype, device=start.device).reshape(9, 1)
-            )
-        step = _solve_symmetric3(system, error).mul_(-pending.to(dtype))
-        if line_search:
-            step *= _armijo_fraction(inside, matrix @ step, target, step, error)
-        multipliers = multipliers + step
-    return result, status, steps
-
-
-def _clip_integral_sum(inside: torch.Tensor) -> torch.Tensor:
-    """`Σ_k ψ(z_k)` per column of `[bands, P]`, with `ψ` the integral of the clip to [0, 1]: 0 below 0, z²/2 inside, z - 1/2
-    above 1 (0 for pinned bands, at -inf). The dual objective is this sum at `z = s0 + Aλ`, minus `λ·y`."""
-    spectra = inside.clamp(0.0, 1.0)
-    return (spectra * (inside.clamp(min=0.0) - 0.5 * spectra)).sum(dim=0)
-
-
-def _armijo_fraction(inside, direction, target, step, error, halvings: int = 30, ladder: int = 8) -> torch.Tensor:
-    """The `[P]` fractions of the Newton `step` that decrease the dual objective by at least 1e-4 of the decrease its
-    slope (`error · step`) predicts: the largest of 1, 1/2, ... 2^-(halvings - 1) that does, else 2^-halvings; the
-    objective's rounding error counts as a decrease. `inside` is `s0 + Aλ` at the current multipliers and `direction`
-    is `A step` (both `[bands, P]`); the term `-λ·y` of the objective is the same on both sides of the test and left
-    out."""
-    current = _clip_integral_sum(inside)
-    slope = (error * step).sum(dim=0)
-    target_step = (target * step).sum(dim=0)
-    slack = 8 * torch.finfo(inside.dtype).eps * (current.abs() + 1)
-    fraction = torch.ones_like(current)
-    trial = _clip_integral_sum(inside + direction) - target_step
-    worse = trial > current + 1e-4 * slope + slack
-    # Most pixels accept the full step; the others (nearly singular systems) may need fractions of 1e-5 and less. Their
-    # halvings are tried `ladder` at a time, in one pass over the pixels that failed them all so far.
-    trying = torch.arange(len(current), device=current.device)
-    for first in range(1, halvings, ladder):
-        if not worse.any():
-            break
-        kept = worse.nonzero().squeeze(1)
-        trying, inside, direction = trying[kept], inside.index_select(1, kept), direction.index_select(1, kept)
-        parts = 0.5 ** torch.arange(first, min(first + ladder, halvings), dtype=inside.dtype, device=inside.device)
-        parts = parts[:, None]  # [G, 1]
-        trial = (
-            _clip_integral_sum(torch.addcmul(inside[:, None], direction[:, None], parts)) - parts * target_step[trying]
-        )
-        accepted = trial <= current[trying] + 1e-4 * parts * slope[trying] + slack[trying]  # [G, P']
-        worse = ~accepted.any(dim=0)
-        # The largest accepted fraction (the first in the ladder), or half the smallest tried.
-        first_accepted = accepted.to(torch.int8).argmax(dim=0)
-        fraction[trying] = torch.where(worse, parts[-1, 0] / 2, parts[first_accepted, 0])
-    return fraction
+    dtype = np.float64 if line_search else np.float32
+    start, target = np.ascontiguousarray(start, dtype=dtype), np.ascontiguousarray(target, dtype=dtype)
+    out = np.empty((len(start), bands or start.shape[1]), dtype=dtype)
+    status, steps = np.empty(len(start), dtype=np.int8), np.empty(len(start), dtype=np.int16)
+    solve_pixels(start, target, matrix.astype(dtype), iterations, line_search, constants(dtype), out, status, steps)
+    return out.astype(np.float32, copy=False), status, steps

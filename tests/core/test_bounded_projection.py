@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from hsr_diffusers import spectral
+from hsr_diffusers.dual_newton import SOLVED
 from hsr_diffusers.spectral import bounded_rgb_projection, rendering_matrix, rgb_gamut_mask
 
 from ..testing_utils import CAVE_DIR, requires_cave
@@ -97,20 +98,21 @@ def test_newton_steps_are_few_and_bounded():
     matrix = torch.as_tensor(MATRIX, dtype=torch.float32)
     # The closed-form projection is the iteration's start, as in `bounded_rgb_projection`.
     start, target = as_image(network_like_starts(truth, 2)), as_image(rgb)
-    closed = spectral.project_tensor(start, target, matrix, torch.linalg.pinv(matrix))[0, :, 0].contiguous()
-    rgb = target[0, :, 0].contiguous()
-    inside = torch.from_numpy(strictly_reachable(rgb.T.double().numpy()))
-    _, status, steps = spectral._dual_newton(closed[:, inside], rgb[:, inside], matrix, spectral._FAST_STEPS)
-    # On these worst cases the float32 steps solve most pixels in a few steps (on real scenes, 99 % and more).
-    solved = status == spectral._SOLVED_STATUS
-    assert solved.float().mean() > 0.6
-    assert steps[solved].float().median() <= 4
-    # What the float32 steps leave is finished in float64 within the iteration limit.
-    left = (~solved).nonzero().squeeze(1)
-    _, status, steps = spectral._dual_newton(
-        closed[:, inside][:, left].double(), rgb[:, inside][:, left].double(), matrix, 60, line_search=True
+    closed = spectral.project_tensor(start, target, matrix, torch.linalg.pinv(matrix))[0, :, 0].numpy()
+    rgb = target[0, :, 0].numpy()
+    inside = strictly_reachable(rgb.T.astype(np.float64))
+    _, status, steps = spectral._solve_pixels(
+        closed[:, inside].T, rgb[:, inside].T, MATRIX, spectral._FAST_STEPS, False
     )
-    assert (status == spectral._SOLVED_STATUS).all() and steps.max() <= 60
+    # On these worst cases the float32 steps solve most pixels in a few steps (on real scenes, 99 % and more).
+    solved = status == SOLVED
+    assert solved.mean() > 0.6
+    assert np.median(steps[solved]) <= 4
+    # What the float32 steps leave is finished in float64 within the iteration limit.
+    _, status, steps = spectral._solve_pixels(
+        closed[:, inside][:, ~solved].T, rgb[:, inside][:, ~solved].T, MATRIX, 60, True
+    )
+    assert (status == SOLVED).all() and steps.max() <= 60
 
 
 def test_out_of_gamut_rgb_is_proved_out_and_boxed():
@@ -165,7 +167,7 @@ def test_a_colourful_scene_is_exact_where_reachable():
     target = rgb.reshape(3, -1)
     off = ((closed < 0) | (closed > 1)).any(dim=0) & (target < 254.5 / 255).all(dim=0)
     off &= torch.from_numpy(rgb_gamut_mask(rgb8).reshape(-1))
-    _, status, steps = spectral._dual_newton(closed[:, off], target[:, off], matrix, spectral._FAST_STEPS)
-    solved = status == spectral._SOLVED_STATUS
-    assert off.sum() > 1000 and solved.float().mean() > 0.99
-    assert steps[solved].float().mean() < 3
+    _, status, steps = spectral._solve_pixels(closed[:, off].T, target[:, off].T, MATRIX, spectral._FAST_STEPS, False)
+    solved = status == SOLVED
+    assert off.sum() > 1000 and solved.mean() > 0.99
+    assert steps[solved].mean() < 3
