@@ -53,6 +53,24 @@ def _clip_integral(z, zero, one):
 
 
 @_compile
+def _inverse_gram(matrix):
+    """The inverse of `AᵀA` (3x3) for the `(bands, 3)` rendering matrix `A`, and its trace; by the adjugate, written out
+    (numba's `@` and `np.linalg.inv` would compile BLAS and LAPACK bindings, many seconds at the first call)."""
+    gram = np.zeros((3, 3), matrix.dtype)
+    for k in range(matrix.shape[0]):
+        for i in range(3):
+            for j in range(3):
+                gram[i, j] += matrix[k, i] * matrix[k, j]
+    (a, b, c), (_, e, f), (_, _, i) = gram
+    adjugate = np.empty((3, 3), matrix.dtype)
+    adjugate[0, 0], adjugate[0, 1], adjugate[0, 2] = e * i - f * f, c * f - b * i, b * f - c * e
+    adjugate[1, 1], adjugate[1, 2], adjugate[2, 2] = a * i - c * c, b * c - a * f, a * e - b * b
+    adjugate[1, 0], adjugate[2, 0], adjugate[2, 1] = adjugate[0, 1], adjugate[0, 2], adjugate[1, 2]
+    determinant = a * adjugate[0, 0] + b * adjugate[0, 1] + c * adjugate[0, 2]
+    return adjugate / determinant, a + e + i
+
+
+@_compile
 def _newton(
     start,
     y0,
@@ -182,10 +200,9 @@ def solve_pixels(start, target, matrix, iterations, line_search, numbers, out, s
     `status` (int8 `[P]`) and its number of steps into `steps` (int16 `[P]`).
     """
     bands = matrix.shape[0]
-    gram = matrix.T @ matrix
-    inverse_gram = np.linalg.inv(gram)
+    inverse_gram, trace = _inverse_gram(matrix)
     # A ridge at the arithmetic's precision keeps the systems of pixels with fewer than three free bands solvable.
-    ridge = numbers[0] * (gram[0, 0] + gram[1, 1] + gram[2, 2])
+    ridge = numbers[0] * trace
     a0, a1, a2 = matrix[:, 0].copy(), matrix[:, 1].copy(), matrix[:, 2].copy()
     spectrum, z, direction = np.empty(bands, start.dtype), np.empty(bands, start.dtype), np.empty(bands, start.dtype)
     base = np.empty(bands, start.dtype)
@@ -225,10 +242,9 @@ def project_image(closed, target, matrix, saturation_level, iterations, numbers,
     [`constants`]) and the iteration is [`solve_pixels`]'s.
     """
     bands, count = closed.shape
-    gram = matrix.T @ matrix
-    inverse_gram = np.linalg.inv(gram)
+    inverse_gram, trace = _inverse_gram(matrix)
     # A ridge at the arithmetic's precision keeps the systems of pixels with fewer than three free bands solvable.
-    ridge = numbers[0] * (gram[0, 0] + gram[1, 1] + gram[2, 2])
+    ridge = numbers[0] * trace
     a0, a1, a2 = matrix[:, 0].copy(), matrix[:, 1].copy(), matrix[:, 2].copy()
     block = np.empty((_BLOCK, bands), closed.dtype)
     spectrum, z, direction = (
