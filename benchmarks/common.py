@@ -1,5 +1,6 @@
 """Helpers shared by the benchmark scripts: machine description, Markdown tables, result files."""
 
+import importlib.util
 import json
 import os
 import platform
@@ -31,6 +32,14 @@ def machine_info() -> str:
     if torch.cuda.is_available():
         device += f"; GPU: {torch.cuda.get_device_name(0)}"
     return f"{device}; Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def load_previous_module(path: str, name: str = "previous_spectral"):
+    """A copy of a module from an earlier commit, loaded from its file under `name`, to compare with this checkout's."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

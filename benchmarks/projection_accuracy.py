@@ -11,13 +11,12 @@ SAM per scene, their means and the relative change.
 """
 
 import argparse
-import importlib.util
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import markdown_table, write_result
+from common import load_previous_module, markdown_table, write_result
 
 import hsr_diffusers.image_processor as image_processor_module
 from hsr_diffusers import HSRDiffusionPipeline, HSRPipeline, metrics
@@ -61,9 +60,7 @@ def score(pipe, cube: np.ndarray) -> tuple[float, float]:
 def main(args):
     torch.set_num_threads(1)
     torch.set_grad_enabled(False)
-    spec = importlib.util.spec_from_file_location("previous_spectral", args.previous)
-    previous = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(previous)
+    previous = load_previous_module(args.previous)
     current_projection = image_processor_module.bounded_rgb_projection
     cubes = {scene: load_cube(Path(args.data_dir) / f"{scene}_ms") for scene in SCENES}
     rows = []

@@ -2,10 +2,12 @@
 
 Each pixel's problem is `min |s - s0|²` subject to `0 <= s <= 1` and `Aᵀs = y`, solved on its dual (three multipliers)
 by a semismooth Newton iteration; see [`~hsr_diffusers.spectral.bounded_rgb_projection`] for the method. A compiled
-loop does every step of a pixel in the cache: the same iteration written with torch operations streamed 15 to 20 passes
-over `[bands, pixels]` arrays per step and took about 4 times as long on CPU, with as long again for the passes that
-picked out, gathered, scattered and clipped the pixels, which [`project_image`] does in one pass. Arithmetic is in the
-dtype of the arrays given (float32 for the plain steps, float64 for the line-searched ones, as the callers choose).
+loop does every step of a pixel in the cache, where the same iteration written with torch operations streamed 15 to 20
+passes over `[bands, pixels]` arrays per step, and [`project_image`] picks out, solves and clips an image's pixels in
+one pass. On the bundled PixelGAN's outputs for the 19 CAVE scenes the torch version took 1.5 to 2.7 times as long
+(median 1.8, the most where the projection iterates most; `benchmarks/projection_speed.py`, one thread). Arithmetic is
+in the dtype of the arrays given (float32 for the plain steps, float64 for the line-searched ones, as the callers
+choose).
 """
 
 import numba
@@ -53,9 +55,12 @@ def _clip_integral(z, zero, one):
 
 
 @_compile
-def _inverse_gram(matrix):
-    """The inverse of `AᵀA` (3x3) for the `(bands, 3)` rendering matrix `A`, and its trace; by the adjugate, written out
-    (numba's `@` and `np.linalg.inv` would compile BLAS and LAPACK bindings, many seconds at the first call)."""
+def _prepare(matrix, numbers):
+    """What every pixel's iteration shares, for the `(bands, 3)` rendering matrix `A` in the arithmetic's dtype: its
+    three columns, the inverse of `AᵀA` (by the adjugate, written out: numba's `@` and `np.linalg.inv` would compile
+    BLAS and LAPACK bindings, seconds at the first call), the smallest ridge of the Newton systems (the dtype's
+    precision times the trace of `AᵀA`: it keeps the systems of pixels with fewer than three free bands solvable) and
+    four `[bands]` work arrays."""
     gram = np.zeros((3, 3), matrix.dtype)
     for k in range(matrix.shape[0]):
         for i in range(3):
@@ -67,31 +72,18 @@ def _inverse_gram(matrix):
     adjugate[1, 1], adjugate[1, 2], adjugate[2, 2] = a * i - c * c, b * c - a * f, a * e - b * b
     adjugate[1, 0], adjugate[2, 0], adjugate[2, 1] = adjugate[0, 1], adjugate[0, 2], adjugate[1, 2]
     determinant = a * adjugate[0, 0] + b * adjugate[0, 1] + c * adjugate[0, 2]
-    return adjugate / determinant, a + e + i
+    columns = (matrix[:, 0].copy(), matrix[:, 1].copy(), matrix[:, 2].copy())
+    work = np.empty((4, matrix.shape[0]), matrix.dtype)
+    return columns, adjugate / determinant, numbers[0] * (a + e + i), work
 
 
 @_compile
-def _newton(
-    start,
-    y0,
-    y1,
-    y2,
-    a0,
-    a1,
-    a2,
-    inverse_gram,
-    ridge,
-    iterations,
-    line_search,
-    numbers,
-    spectrum,
-    z,
-    direction,
-    base,
-):
-    """Solves one pixel from its `start` spectrum (`[bands]`) onto the RGB `(y0, y1, y2)`; the solution (or the last
-    iterate) is left in `spectrum`. `z`, `direction` and `base` are `[bands]` work arrays and `ridge` the smallest
-    ridge of the Newton systems. Returns the status and the number of steps."""
+def _newton(start, y0, y1, y2, solver, iterations, line_search, numbers):
+    """Solves one pixel from its `start` spectrum (`[bands]`) onto the RGB `(y0, y1, y2)`, with what [`_prepare`]
+    returns as `solver`; the solution (or the last iterate) is left in its first work array. Returns the status and the
+    number of steps."""
+    (a0, a1, a2), inverse_gram, ridge, work = solver
+    spectrum, z, direction, base = work[0], work[1], work[2], work[3]
     one = numbers[0] / numbers[0]
     zero = one - one
     bands = a0.shape[0]
@@ -199,34 +191,11 @@ def solve_pixels(start, target, matrix, iterations, line_search, numbers, out, s
     status (`SOLVED`; `OUTSIDE`, proved out of the reachable RGB by a separating direction; or `UNSOLVED`) into
     `status` (int8 `[P]`) and its number of steps into `steps` (int16 `[P]`).
     """
-    bands = matrix.shape[0]
-    inverse_gram, trace = _inverse_gram(matrix)
-    # A ridge at the arithmetic's precision keeps the systems of pixels with fewer than three free bands solvable.
-    ridge = numbers[0] * trace
-    a0, a1, a2 = matrix[:, 0].copy(), matrix[:, 1].copy(), matrix[:, 2].copy()
-    spectrum, z, direction = np.empty(bands, start.dtype), np.empty(bands, start.dtype), np.empty(bands, start.dtype)
-    base = np.empty(bands, start.dtype)
+    solver = _prepare(matrix, numbers)
     for p in range(start.shape[0]):
         y0, y1, y2 = target[p, 0], target[p, 1], target[p, 2]
-        status[p], steps[p] = _newton(
-            start[p],
-            y0,
-            y1,
-            y2,
-            a0,
-            a1,
-            a2,
-            inverse_gram,
-            ridge,
-            iterations,
-            line_search,
-            numbers,
-            spectrum,
-            z,
-            direction,
-            base,
-        )
-        out[p, :] = spectrum[: out.shape[1]]
+        status[p], steps[p] = _newton(start[p], y0, y1, y2, solver, iterations, line_search, numbers)
+        out[p, :] = solver[3][0, : out.shape[1]]
 
 
 @_compile
@@ -242,17 +211,8 @@ def project_image(closed, target, matrix, saturation_level, iterations, numbers,
     [`constants`]) and the iteration is [`solve_pixels`]'s.
     """
     bands, count = closed.shape
-    inverse_gram, trace = _inverse_gram(matrix)
-    # A ridge at the arithmetic's precision keeps the systems of pixels with fewer than three free bands solvable.
-    ridge = numbers[0] * trace
-    a0, a1, a2 = matrix[:, 0].copy(), matrix[:, 1].copy(), matrix[:, 2].copy()
+    solver = _prepare(matrix, numbers)
     block = np.empty((_BLOCK, bands), closed.dtype)
-    spectrum, z, direction = (
-        np.empty(bands, closed.dtype),
-        np.empty(bands, closed.dtype),
-        np.empty(bands, closed.dtype),
-    )
-    base = np.empty(bands, closed.dtype)
     listed = 0
     one = numbers[0] / numbers[0]
     zero = one - one
@@ -276,26 +236,9 @@ def project_image(closed, target, matrix, saturation_level, iterations, numbers,
                 for k in range(bands):
                     block[j, k] = min(max(block[j, k], zero), one)
                 continue
-            result, _ = _newton(
-                block[j],
-                y0,
-                y1,
-                y2,
-                a0,
-                a1,
-                a2,
-                inverse_gram,
-                ridge,
-                iterations,
-                False,
-                numbers,
-                spectrum,
-                z,
-                direction,
-                base,
-            )
+            result, _ = _newton(block[j], y0, y1, y2, solver, iterations, False, numbers)
             if result == SOLVED:
-                block[j, :] = spectrum
+                block[j, :] = solver[3][0]
             else:
                 left[listed], left_status[listed] = column, result
                 listed += 1

@@ -196,3 +196,33 @@ def test_real_scenes_times_every_pipeline_and_scores_consistency(tiny_ddpm_dir, 
         shares = [results["per_input"][i][name]["projection_share"] for i in inputs]
         assert all(0 < share < 1 for share in shares)  # the projections ran, inside the pipeline's time
     assert results["per_input"]["CAVE feathers"]["MST++"]["projection_wall"] == 0
+
+
+def test_projection_speed_compares_two_projections_on_every_scene(tmp_path, monkeypatch):
+    import projection_speed
+
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
+    for seed, scene in enumerate(("feathers", "glass_tiles")):  # CAVE folders of 16-bit band PNGs, 24x24
+        folder = tmp_path / "cave" / f"{scene}_ms"
+        folder.mkdir(parents=True)
+        bands = np.round(smooth_cube(24, 24, seed=seed) * 65535).astype(np.uint16)
+        for index in range(bands.shape[-1]):
+            Image.fromarray(bands[..., index]).save(folder / f"{scene}_ms_{index + 1:02d}.png")
+    torch.manual_seed(0)
+    HSRFeedForwardPipeline(unet=HSRPixelGANGenerator(num_downs=3, ngf=4)).save_pretrained(tmp_path / "gan")
+    # The "previous" projection is this checkout's, so that both columns must agree exactly.
+    previous = tmp_path / "previous_spectral.py"
+    previous.write_text("from hsr_diffusers.spectral import bounded_rgb_projection  # noqa: F401\n")
+    args = projection_speed.parse_args(
+        ["--previous", str(previous), "--data_dir", str(tmp_path / "cave"), "--model", str(tmp_path / "gan")]
+        + ["--repeats", "1", "--output", "speed"]
+    )
+    projection_speed.main(args)
+
+    text = (tmp_path / "results" / "speed.md").read_text()
+    assert "on the 2 CAVE scenes" in text and "best of 1" in text
+    rows = [
+        line.split(" | ") for line in text.splitlines() if line.startswith("| feathers") or line.startswith("| glass")
+    ]
+    assert len(rows) == 2 and all(row[-1] == "0.0e+00 |" for row in rows)
+    assert all(float(row[1]) > 0 and float(row[2]) > 0 for row in rows)
