@@ -145,15 +145,20 @@ def test_throughput_worker_runs_each_pipeline_with_its_own_tiling(tiny_ddpm_dir,
     assert bf16["seconds"] > 0 and bf16["steps"] == 2
 
 
+def write_cave_scenes(root, size: int) -> None:
+    """Two CAVE scene folders (feathers, glass_tiles) of 16-bit band PNGs, `size` x `size`, under `root`."""
+    for seed, scene in enumerate(("feathers", "glass_tiles")):
+        folder = root / f"{scene}_ms"
+        folder.mkdir(parents=True)
+        bands = np.round(smooth_cube(size, size, seed=seed) * 65535).astype(np.uint16)
+        for index in range(bands.shape[-1]):
+            Image.fromarray(bands[..., index]).save(folder / f"{scene}_ms_{index + 1:02d}.png")
+
+
 def test_real_scenes_times_every_pipeline_and_scores_consistency(tiny_ddpm_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
     monkeypatch.setattr(real_scenes, "RESULTS_DIR", tmp_path / "results")
-    for seed, scene in enumerate(("feathers", "glass_tiles")):  # CAVE folders of 16-bit band PNGs, 16x16
-        folder = tmp_path / "cave" / f"{scene}_ms"
-        folder.mkdir(parents=True)
-        bands = np.round(smooth_cube(16, 16, seed=seed) * 65535).astype(np.uint16)
-        for index in range(bands.shape[-1]):
-            Image.fromarray(bands[..., index]).save(folder / f"{scene}_ms_{index + 1:02d}.png")
+    write_cave_scenes(tmp_path / "cave", 16)
     (tmp_path / "icvl").mkdir()
     for seed in range(4):  # ICVL strips: 12-bit radiance, a few lines high
         rad = np.round(smooth_cube(5, 40, seed=10 + seed) * 3000).astype(np.uint16)
@@ -202,12 +207,7 @@ def test_projection_speed_compares_two_projections_on_every_scene(tmp_path, monk
     import projection_speed
 
     monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
-    for seed, scene in enumerate(("feathers", "glass_tiles")):  # CAVE folders of 16-bit band PNGs, 24x24
-        folder = tmp_path / "cave" / f"{scene}_ms"
-        folder.mkdir(parents=True)
-        bands = np.round(smooth_cube(24, 24, seed=seed) * 65535).astype(np.uint16)
-        for index in range(bands.shape[-1]):
-            Image.fromarray(bands[..., index]).save(folder / f"{scene}_ms_{index + 1:02d}.png")
+    write_cave_scenes(tmp_path / "cave", 24)
     torch.manual_seed(0)
     HSRFeedForwardPipeline(unet=HSRPixelGANGenerator(num_downs=3, ngf=4)).save_pretrained(tmp_path / "gan")
     # The "previous" projection is this checkout's, so that both columns must agree exactly.
