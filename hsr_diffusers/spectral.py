@@ -533,6 +533,7 @@ def bounded_rgb_projection(
     targets = rgb.float().reshape(batch, 3, height * width).contiguous()
     originals = cube.reshape(batch, bands, height * width)
     level = np.float32(np.inf if saturation_level is None else saturation_level)
+    matrix32, numbers = matrix.float().numpy(), constants(np.float32)
     left, left_status = np.empty(height * width, dtype=np.int64), np.empty(height * width, dtype=np.int8)
     for image in range(batch):
         # In one pass: the clip where it is the answer, the plain float32 Newton steps elsewhere; what they leave (a few
@@ -540,10 +541,10 @@ def bounded_rgb_projection(
         count = project_image(
             closed[image].numpy(),
             targets[image].numpy(),
-            matrix.float().numpy(),
+            matrix32,
             level,
             min(iterations, _FAST_STEPS),
-            constants(np.float32),
+            numbers,
             left,
             left_status,
         )
