@@ -7,11 +7,15 @@ The PixelGAN runs on every CAVE scene (NTIRE-clean renders at 512x512, as in `re
 every projection it makes are kept; then `bounded_rgb_projection` of the previous `hsr_diffusers/spectral.py` (loaded
 from the file given) and of this checkout project them in turn, in this process on one thread, best of `--repeats`
 (CPU time of this thread). The table gives both times per scene, their ratio and the largest difference between the
-two outputs.
+two outputs. It also times the first projection of a new process twice, in child processes that share an empty numba
+cache folder: the first compiles the solver, the second loads it from the cache (both include importing numba).
 """
 
 import argparse
 import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +40,9 @@ def parse_args(argv=None):
     parser.add_argument("--model", default="hsr-diffusers/pixelgan-cave")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", default="projection_speed")
+    parser.add_argument(
+        "--skip_first_call", action="store_true", help="Leave out the timing of the compilation (about 10 s)."
+    )
     return parser.parse_args(argv)
 
 
@@ -73,6 +80,25 @@ def best_time(function, calls, repeats: int) -> tuple[float, list[torch.Tensor]]
     return min(times), outputs
 
 
+FIRST_PROJECTION = """
+import time, torch
+from hsr_diffusers.spectral import bounded_rgb_projection, rendering_matrix
+cube, rgb, matrix = torch.rand(1, 31, 64, 64) * 1.4 - 0.2, torch.rand(1, 3, 64, 64), rendering_matrix()
+start = time.perf_counter()
+bounded_rgb_projection(cube, rgb, matrix)
+print(time.perf_counter() - start)
+"""
+
+
+def first_projection_seconds() -> tuple[float, float]:
+    """Wall seconds of a new process's first projection: compiling the solver into an empty cache, then loading it."""
+    with tempfile.TemporaryDirectory() as cache:
+        environment = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        run = [sys.executable, "-c", FIRST_PROJECTION]
+        compiling, cached = (float(subprocess.check_output(run, env=environment, text=True)) for _ in range(2))
+    return compiling, cached
+
+
 def main(args):
     torch.set_num_threads(1)
     torch.set_grad_enabled(False)
@@ -93,6 +119,12 @@ def main(args):
         f"makes on a scene, timed together (CPU time of one thread, best of {args.repeats}). previous / current: "
         f"min / median / max **{summary}**.\n\n" + markdown_table(header, rows) + "\n"
     )
+    if not args.skip_first_call:
+        compiling, cached = first_projection_seconds()
+        body += (
+            f"\nThe first projection of a new process (a 64x64 cube, numba's import included): **{compiling:.1f} s** "
+            f"when it compiles the solver into an empty cache, **{cached:.2f} s** when it loads it from the cache.\n"
+        )
     write_result(args.output, "Bounded RGB projection: previous and current, on the PixelGAN's outputs", body)
 
 

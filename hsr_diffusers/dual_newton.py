@@ -4,8 +4,8 @@ Each pixel's problem is `min |s - s0|²` subject to `0 <= s <= 1` and `Aᵀs = y
 by a semismooth Newton iteration; see [`~hsr_diffusers.spectral.bounded_rgb_projection`] for the method. A compiled
 loop does every step of a pixel in the cache, where the same iteration written with torch operations streamed 15 to 20
 passes over `[bands, pixels]` arrays per step, and [`project_image`] picks out, solves and clips an image's pixels in
-one pass. On the bundled PixelGAN's outputs for the 19 CAVE scenes the torch version took 1.5 to 2.7 times as long
-(median 1.8, the most where the projection iterates most; `benchmarks/projection_speed.py`, one thread). Arithmetic is
+one pass. On the bundled PixelGAN's outputs for the 19 CAVE scenes the torch version took 1.15 to 2.4 times as long
+(median 1.7, the most where the projection iterates most; `benchmarks/projection_speed.py`, one thread). Arithmetic is
 in the dtype of the arrays given (float32 for the plain steps, float64 for the line-searched ones, as the callers
 choose).
 """

@@ -18,7 +18,7 @@ from PIL import Image
 from hsr_diffusers import HSRDiffusionPipeline, HSRFeedForwardPipeline, HSRPixelGANGenerator, MSTPlusPlus
 from hsr_diffusers.data import make_synthetic_dataset
 
-from ..testing_utils import smooth_cube, tiny_ddpm_unet
+from ..testing_utils import slow, smooth_cube, tiny_ddpm_unet
 
 
 @pytest.fixture(autouse=True)
@@ -215,7 +215,7 @@ def test_projection_speed_compares_two_projections_on_every_scene(tmp_path, monk
     previous.write_text("from hsr_diffusers.spectral import bounded_rgb_projection  # noqa: F401\n")
     args = projection_speed.parse_args(
         ["--previous", str(previous), "--data_dir", str(tmp_path / "cave"), "--model", str(tmp_path / "gan")]
-        + ["--repeats", "1", "--output", "speed"]
+        + ["--repeats", "1", "--output", "speed", "--skip_first_call"]
     )
     projection_speed.main(args)
 
@@ -226,3 +226,12 @@ def test_projection_speed_compares_two_projections_on_every_scene(tmp_path, monk
     ]
     assert len(rows) == 2 and all(row[-1] == "0.0e+00 |" for row in rows)
     assert all(float(row[1]) > 0 and float(row[2]) > 0 for row in rows)
+    assert "compiles the solver" not in text  # --skip_first_call
+
+
+@slow
+def test_first_projection_compiles_once_then_loads_from_the_cache():
+    import projection_speed
+
+    compiling, cached = projection_speed.first_projection_seconds()
+    assert compiling > cached > 0
